@@ -1,0 +1,250 @@
+//! Command-line types (clap) and their resolution into [`Settings`]. Clap stays here.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::command::RemoteCommand;
+use crate::inventory::{self, Host, Transport};
+use crate::job::{ExecJob, Target};
+use crate::render::Mode;
+use crate::settings::{self, ExecSettings, OutputSettings, Settings, parse_duration};
+use crate::ssh::SshSettings;
+use crate::ssh::key::ClientKey;
+use crate::ssh::known_hosts::KnownHosts;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "Deploy small fleets over SSH, and run commands on them."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a shell command on every selected host, streaming output live.
+    ///
+    /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
+    /// unreachable (wins over 2), 130 interrupted, 1 bad input.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+struct HostArgs {
+    /// Inventory file (TOML) listing the hosts.
+    #[arg(short, long, env = "AGENT_INVENTORY", value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// With an inventory: act only on this host (name or address; repeatable). Without:
+    /// a host to contact, as [user@]address[:port].
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Act only on hosts with this role (repeatable).
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Private key (e.g. labsuser.pem); overrides the inventory's. An encrypted key reads
+    /// its passphrase from AGENT_KEY_PASSPHRASE.
+    #[arg(long, env = "AGENT_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Login user for hosts given with --host (default ubuntu).
+    #[arg(long)]
+    user: Option<String>,
+    /// agent's own known_hosts file [default: beside the inventory, or in ~/.local/state/agent].
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// Forget the pinned host key of HOST and pin the one it presents now (repeatable).
+    #[arg(long = "repin-host-key", value_name = "HOST")]
+    repin: Vec<String>,
+    /// Limit for one TCP connect attempt.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    connect_timeout: Duration,
+    /// How long to keep retrying hosts that refuse, reset or stay silent (still booting).
+    #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    ssh_wait: Duration,
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Print NDJSON events (host, event, stream, line, outcome) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where per-host logs go [default: ~/.local/state/agent/logs/<run>].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_logs")]
+    log_dir: Option<PathBuf>,
+    /// Do not write per-host logs.
+    #[arg(long)]
+    no_logs: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    hosts: HostArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// How many hosts to work on at once.
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// Limit for the command on each host, enforced on the host too.
+    #[arg(short, long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// Run the command as root (sudo -n: never prompts).
+    #[arg(long)]
+    sudo: bool,
+    /// Allocate a pseudo-terminal (stderr merges into stdout).
+    #[arg(long)]
+    pty: bool,
+    /// The command, after `--`. Words are joined with spaces and read by the host's shell,
+    /// as ssh does.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+impl Cli {
+    /// Resolves arguments into settings, reading every input (inventory, keys) up front so
+    /// bad input fails before any host is touched.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        match self.command {
+            Command::Exec(args) => resolve_exec(args).map(Settings::Exec),
+        }
+    }
+}
+
+fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
+    let script = args.command.join(" ");
+    if script.trim().is_empty() {
+        bail!("empty command: pass it after --, e.g. agent exec -- uname -a");
+    }
+    if args.timeout.is_zero() {
+        bail!("--timeout must be more than zero (every command is bounded)");
+    }
+    let (targets, known_hosts) = resolve_targets(&args.hosts)?;
+    let output = resolve_output(&args.output, "exec", format!("agent exec -- {script}"));
+    Ok(ExecSettings {
+        job: ExecJob {
+            targets,
+            command: RemoteCommand::new(script, args.timeout).sudo(args.sudo),
+            parallel: usize::from(args.parallel),
+            ssh: SshSettings {
+                connect_timeout: args.hosts.connect_timeout,
+                wait: args.hosts.ssh_wait,
+                pty: args.pty,
+                ..SshSettings::default()
+            },
+            known_hosts,
+        },
+        output,
+    })
+}
+
+fn resolve_targets(args: &HostArgs) -> anyhow::Result<(Vec<Target>, Arc<KnownHosts>)> {
+    let user = args.user.as_deref().unwrap_or(inventory::DEFAULT_USER);
+    let hosts: Vec<Host> = match &args.inventory {
+        Some(path) => inventory::select(inventory::load(path)?, &args.roles, &args.hosts)?,
+        None if !args.roles.is_empty() => bail!("--role needs an inventory (-i FILE)"),
+        None if args.hosts.is_empty() => {
+            bail!("no hosts: pass an inventory with -i FILE (or AGENT_INVENTORY), or --host ADDRESS")
+        }
+        None => {
+            let hosts = args
+                .hosts
+                .iter()
+                .map(|h| inventory::parse_host_arg(h, user))
+                .collect::<Result<Vec<_>, _>>()?;
+            inventory::check_unique(&hosts)?;
+            hosts
+        }
+    };
+    if hosts.is_empty() {
+        bail!("the inventory lists no hosts");
+    }
+
+    let passphrase = std::env::var("AGENT_KEY_PASSPHRASE").ok();
+    let mut keys: HashMap<PathBuf, ClientKey> = HashMap::new();
+    let mut targets = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let key = match (host.transport, args.key.as_ref().or(host.key.as_ref())) {
+            (Transport::Local, _) => None,
+            (Transport::Ssh, None) => bail!(
+                "no key for host {}: pass --key FILE (e.g. --key labsuser.pem) or set key in the inventory",
+                host.name
+            ),
+            (Transport::Ssh, Some(path)) => Some(match keys.get(path) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = ClientKey::load(path, passphrase.as_deref())?;
+                    keys.insert(path.clone(), k.clone());
+                    k
+                }
+            }),
+        };
+        targets.push(Target { host, key });
+    }
+
+    let mut repin = Vec::new();
+    for name in &args.repin {
+        let host = targets
+            .iter()
+            .map(|t| &t.host)
+            .find(|h| &h.name == name || &h.address == name)
+            .with_context(|| format!("--repin-host-key {name}: no such host among the selected ones"))?;
+        repin.push(host.known_hosts_pattern());
+    }
+    let path = match (&args.known_hosts, &args.inventory) {
+        (Some(p), _) => p.clone(),
+        (None, Some(inv)) => known_hosts_beside(inv),
+        (None, None) => settings::state_dir().join("known_hosts"),
+    };
+    Ok((targets, Arc::new(KnownHosts::new(path, repin))))
+}
+
+/// `fleet/inventory.toml` pins its hosts' keys in `fleet/inventory.known_hosts`.
+fn known_hosts_beside(inventory: &Path) -> PathBuf {
+    let stem = inventory.file_stem().unwrap_or_default().to_string_lossy();
+    inventory.with_file_name(format!("{stem}.known_hosts"))
+}
+
+fn resolve_output(args: &OutputArgs, kind: &str, title: String) -> OutputSettings {
+    let mode = if args.json {
+        Mode::Json
+    } else if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+        Mode::Tty {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    } else {
+        Mode::Plain
+    };
+    let log_dir = match (&args.log_dir, args.no_logs) {
+        (_, true) => None,
+        (Some(d), false) => Some(d.clone()),
+        (None, false) => Some(settings::state_dir().join("logs").join(settings::run_name(kind))),
+    };
+    OutputSettings { mode, log_dir, title }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn known_hosts_path_follows_inventory() {
+        assert_eq!(
+            known_hosts_beside(Path::new("/x/fleet/inventory.toml")),
+            PathBuf::from("/x/fleet/inventory.known_hosts")
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! What happens on hosts, as data. Workers send [`Event`]s over a channel; one renderer
+//! (see [`crate::render`]) owns the terminal and turns them into output.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Index of a host in the run's host list (the renderer holds the list).
+pub type HostId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where a host's pipeline is; shown on its progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Queued,
+    Connecting,
+    Authenticating,
+    Running,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Stage {
+        #[serde(skip)]
+        host: HostId,
+        stage: Stage,
+    },
+    /// Something the operator must see that is not command output (a newly pinned host key, a retry).
+    Notice {
+        #[serde(skip)]
+        host: HostId,
+        message: String,
+    },
+    Line {
+        #[serde(skip)]
+        host: HostId,
+        stream: Stream,
+        line: String,
+    },
+    Finished {
+        #[serde(skip)]
+        host: HostId,
+        outcome: Outcome,
+        #[serde(serialize_with = "as_secs")]
+        elapsed: Duration,
+    },
+}
+
+/// How one host's work ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command ran and exited with this code (0 is success).
+    Exited { code: u32 },
+    /// The command was killed by a signal (`TERM`, `KILL`, ...).
+    Signaled { signal: String },
+    /// The remote time limit was reached (exit 124/137 from `timeout`).
+    TimedOut,
+    /// No command ran, or the connection was lost before it finished.
+    Unreachable { reason: String },
+    /// Stopped by the operator (Ctrl-C).
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Exited { code: 0 })
+    }
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// Splits a byte stream into lines as chunks arrive, keeping the incomplete tail.
+/// A `\r` before the newline (pty output) is dropped; invalid UTF-8 is replaced.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(String)) {
+        let mut rest = chunk;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..pos]);
+            if self.partial.last() == Some(&b'\r') {
+                self.partial.pop();
+            }
+            emit(String::from_utf8_lossy(&self.partial).into_owned());
+            self.partial.clear();
+            rest = &rest[pos + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    /// The last line when the stream ended without a newline.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_across_chunks() {
+        let mut s = LineSplitter::default();
+        let mut lines = Vec::new();
+        s.push(b"one\ntw", |l| lines.push(l));
+        s.push(b"o\r\nthree", |l| lines.push(l));
+        assert_eq!(lines, ["one", "two"]);
+        assert_eq!(s.finish().as_deref(), Some("three"));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    // The renderer adds the host's name; the index is internal.
+    fn events_serialize_as_flat_json() {
+        let e = Event::Finished {
+            host: 3,
+            outcome: Outcome::Exited { code: 2 },
+            elapsed: Duration::from_millis(1234),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"finished","outcome":{"result":"exited","code":2},"elapsed":1.234}"#
+        );
+    }
+}

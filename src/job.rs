@@ -1,0 +1,112 @@
+//! Runs one command on many hosts: a task per host, a semaphore bounding how many are in
+//! flight, every result sent as an [`Event`]. Nothing here prints.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::RemoteCommand;
+use crate::event::{Event, HostId, Outcome, Stage};
+use crate::inventory::{Host, Transport};
+use crate::session::{LocalSession, Output, Session};
+use crate::ssh::key::ClientKey;
+use crate::ssh::known_hosts::KnownHosts;
+use crate::ssh::{SshSession, SshSettings};
+
+/// A host and the key that opens it (none for local hosts).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: Host,
+    pub key: Option<ClientKey>,
+}
+
+/// Everything `agent exec` needs, resolved: no parsing or file reading left to do.
+pub struct ExecJob {
+    pub targets: Vec<Target>,
+    pub command: RemoteCommand,
+    pub parallel: usize,
+    pub ssh: SshSettings,
+    pub known_hosts: Arc<KnownHosts>,
+}
+
+/// Runs the job to completion or cancellation. Hosts not yet started when `cancel` fires
+/// never send [`Event::Finished`]; the renderer reports them as not reached.
+pub async fn run(job: ExecJob, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(job.parallel.max(1)));
+    let command = Arc::new(job.command);
+    let ssh = Arc::new(job.ssh);
+    let mut tasks = JoinSet::new();
+    for (id, target) in job.targets.into_iter().enumerate() {
+        let (permits, command, ssh, known_hosts) =
+            (permits.clone(), command.clone(), ssh.clone(), job.known_hosts.clone());
+        let (tx, cancel) = (tx.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let _permit = tokio::select! {
+                p = permits.acquire_owned() => p.expect("semaphore is never closed"),
+                _ = cancel.cancelled() => return,
+            };
+            let started = Instant::now();
+            let outcome = on_host(id, &target, &command, &ssh, known_hosts, &tx, &cancel).await;
+            let _ = tx
+                .send(Event::Finished {
+                    host: id,
+                    outcome,
+                    elapsed: started.elapsed(),
+                })
+                .await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn on_host(
+    id: HostId,
+    target: &Target,
+    command: &RemoteCommand,
+    ssh: &SshSettings,
+    known_hosts: Arc<KnownHosts>,
+    tx: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let stage = |stage| tx.send(Event::Stage { host: id, stage });
+    let mut output = Output::new(id, tx.clone());
+    match (&target.host.transport, &target.key) {
+        (Transport::Local, _) => {
+            let _ = stage(Stage::Running).await;
+            run_in(LocalSession, command, &mut output, cancel).await
+        }
+        (Transport::Ssh, Some(key)) => {
+            let _ = stage(Stage::Connecting).await;
+            // Notices are rare (a pinned key, a retry); never block the connect on them.
+            let notify = |message: String| {
+                let _ = tx.try_send(Event::Notice { host: id, message });
+            };
+            let session = SshSession::connect(&target.host, key, known_hosts, ssh, &notify, cancel).await;
+            match session {
+                Ok(session) => {
+                    let _ = stage(Stage::Running).await;
+                    run_in(session, command, &mut output, cancel).await
+                }
+                Err(_) if cancel.is_cancelled() => Outcome::Interrupted,
+                Err(e) => Outcome::Unreachable { reason: e.to_string() },
+            }
+        }
+        (Transport::Ssh, None) => Outcome::Unreachable {
+            reason: "no key for this host: pass --key".into(),
+        },
+    }
+}
+
+async fn run_in(
+    mut session: impl Session,
+    command: &RemoteCommand,
+    output: &mut Output,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let outcome = session.exec(command, output, cancel).await;
+    session.close().await;
+    outcome
+}

@@ -1,0 +1,82 @@
+//! `agent`: deploy small fleets over SSH, and run commands on them.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! cli ──► settings ──► job ──► session (ssh | local) ──► event ──► render
+//! ```
+//!
+//! - [`cli`]: clap types, resolved into plain [`settings`] before any work (inventory read,
+//!   keys loaded and checked).
+//! - [`inventory`]: hosts from a TOML file or `--host`.
+//! - [`command`]: remote commands as pure values (rendered strings, unit-tested).
+//! - [`job`]: fan-out over hosts with a semaphore; emits [`event::Event`]s, prints nothing.
+//! - [`session`]: the `Session` trait (run a command, stream output); [`ssh`] implements it
+//!   over russh with pinned host keys ([`ssh::known_hosts`]) and checked keys ([`ssh::key`]).
+//! - [`render`]: the one printer (TTY bar, plain lines, NDJSON), per-host logs, summary.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod cli;
+pub mod command;
+pub mod event;
+pub mod inventory;
+pub mod job;
+pub mod render;
+pub mod session;
+pub mod settings;
+pub mod ssh;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Outcome;
+use crate::render::{Renderer, Report};
+use crate::settings::Settings;
+
+/// Exit status for "the command failed on some host".
+pub const EXIT_FAILED: u8 = 2;
+/// Exit status for "some host was unreachable" (wins over [`EXIT_FAILED`]).
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit status after Ctrl-C, as shells report SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs resolved settings; returns the process exit status.
+pub async fn run(settings: Settings) -> anyhow::Result<u8> {
+    let cancel = CancellationToken::new();
+    tokio::spawn(watch_ctrl_c(cancel.clone()));
+    match settings {
+        Settings::Exec(s) => {
+            let hosts = s.job.targets.iter().map(|t| t.host.clone()).collect();
+            let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir);
+            let (tx, rx) = mpsc::channel(4096);
+            let printer = tokio::spawn(renderer.run(rx));
+            job::run(s.job, tx, cancel.clone()).await;
+            let report = printer.await??;
+            Ok(exit_status(&report, cancel.is_cancelled()))
+        }
+    }
+}
+
+/// First Ctrl-C: stop remote commands and report what was interrupted. Second: leave now.
+async fn watch_ctrl_c(cancel: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("agent: interrupted; stopping remote commands (Ctrl-C again to quit now)");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    }
+}
+
+pub fn exit_status(report: &Report, interrupted: bool) -> u8 {
+    if interrupted {
+        EXIT_INTERRUPTED
+    } else if report.count(|o| matches!(o, Outcome::Unreachable { .. })) > 0 {
+        EXIT_UNREACHABLE
+    } else if report.count(|o| !o.is_success()) > 0 {
+        EXIT_FAILED
+    } else {
+        0
+    }
+}

@@ -1,0 +1,370 @@
+//! The one printer. It consumes [`Event`]s and owns stdout/stderr: live prefixed lines, a
+//! progress bar on a TTY, NDJSON with `--json`, per-host log files, and the final summary.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use console::Style;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::event::{Event, HostId, Outcome, Stage, Stream};
+use crate::inventory::Host;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Live output above a progress bar, colours unless NO_COLOR.
+    Tty { color: bool },
+    /// Prefixed lines, for pipes and CI logs.
+    Plain,
+    /// One JSON object per line on stdout.
+    Json,
+}
+
+/// How each host ended, in host order; `None` for a host that never finished (interrupted
+/// before it was reached).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub results: Vec<Option<(Outcome, Duration)>>,
+}
+
+impl Report {
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.as_ref().is_some_and(|(o, _)| f(o)))
+            .count()
+    }
+}
+
+pub struct Renderer {
+    mode: Mode,
+    hosts: Vec<Host>,
+    width: usize,
+    out: BufWriter<io::Stdout>,
+    bar: Option<ProgressBar>,
+    logs: Option<HostLogs>,
+    report: Report,
+    /// Printed in the log headers and the JSON summary.
+    title: String,
+}
+
+const PALETTE: [u8; 6] = [6, 2, 3, 4, 5, 14];
+
+impl Renderer {
+    pub fn new(mode: Mode, hosts: Vec<Host>, title: String, log_dir: Option<PathBuf>) -> Self {
+        let width = hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+        let bar = match mode {
+            Mode::Tty { .. } => {
+                let bar =
+                    ProgressBar::with_draw_target(Some(hosts.len() as u64), ProgressDrawTarget::stderr_with_hz(10));
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} hosts {msg} {elapsed}")
+                        .expect("static template")
+                        .progress_chars("=> "),
+                );
+                bar.enable_steady_tick(Duration::from_millis(100));
+                Some(bar)
+            }
+            _ => None,
+        };
+        Renderer {
+            mode,
+            report: Report {
+                results: vec![None; hosts.len()],
+            },
+            logs: log_dir.map(|dir| HostLogs::new(dir, hosts.len())),
+            hosts,
+            width,
+            out: BufWriter::new(io::stdout()),
+            bar,
+            title,
+        }
+    }
+
+    /// Renders events until every sender is dropped, then prints the summary.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) -> io::Result<Report> {
+        while let Some(event) = rx.recv().await {
+            self.handle(event)?;
+            // Drain what is already queued before flushing: one write per burst, not per line.
+            while let Ok(event) = rx.try_recv() {
+                self.handle(event)?;
+            }
+            self.out.flush()?;
+        }
+        self.finish()
+    }
+
+    fn handle(&mut self, event: Event) -> io::Result<()> {
+        if let Some(logs) = &mut self.logs {
+            logs.record(&self.hosts, &self.title, &event);
+        }
+        if self.mode == Mode::Json {
+            let host = &self.hosts[host_of(&event)].name;
+            serde_json::to_writer(&mut self.out, &JsonEvent { host, event: &event })?;
+            self.out.write_all(b"\n")?;
+            if let Event::Finished { host, outcome, elapsed } = event {
+                self.report.results[host] = Some((outcome, elapsed));
+            }
+            return Ok(());
+        }
+        match event {
+            Event::Line { host, stream, line } => self.line(host, stream, &line)?,
+            Event::Notice { host, message } => self.line(host, Stream::Stderr, &format!("agent: {message}"))?,
+            Event::Stage { .. } => {}
+            Event::Finished { host, outcome, elapsed } => {
+                if !outcome.is_success() {
+                    let text = describe(&outcome);
+                    self.line(host, Stream::Stderr, &format!("agent: {text}"))?;
+                }
+                self.report.results[host] = Some((outcome, elapsed));
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                    bar.set_message(self.tally());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, host: HostId, stream: Stream, line: &str) -> io::Result<()> {
+        let name = &self.hosts[host].name;
+        let mark = if stream == Stream::Stdout { '|' } else { '!' };
+        let text = match self.mode {
+            Mode::Tty { color: true } => {
+                let style = Style::new().color256(PALETTE[host % PALETTE.len()]);
+                let body = if stream == Stream::Stderr {
+                    Style::new().red().apply_to(line).to_string()
+                } else {
+                    line.to_owned()
+                };
+                format!(
+                    "{} {mark} {body}",
+                    style.apply_to(format!("{name:<w$}", w = self.width))
+                )
+            }
+            _ => format!("{name:<w$} {mark} {line}", w = self.width),
+        };
+        match &self.bar {
+            // Printing through the bar keeps it at the bottom instead of tearing it.
+            Some(bar) => {
+                self.out.flush()?;
+                bar.suspend(|| println!("{text}"));
+            }
+            None => writeln!(self.out, "{text}")?,
+        }
+        Ok(())
+    }
+
+    fn tally(&self) -> String {
+        let failed = self.report.count(|o| {
+            matches!(o, Outcome::Exited { code } if *code != 0)
+                || matches!(o, Outcome::Signaled { .. } | Outcome::TimedOut)
+        });
+        let unreachable = self.report.count(|o| matches!(o, Outcome::Unreachable { .. }));
+        format!("· {failed} failed · {unreachable} unreachable")
+    }
+
+    fn finish(mut self) -> io::Result<Report> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let log_dir = match self.logs.take() {
+            Some(logs) => Some(logs.close(&self.report)),
+            None => None,
+        };
+        let r = &self.report;
+        let ok = r.count(Outcome::is_success);
+        let unreachable = r.count(|o| matches!(o, Outcome::Unreachable { .. }));
+        let interrupted =
+            r.results.iter().filter(|x| x.is_none()).count() + r.count(|o| matches!(o, Outcome::Interrupted));
+        let failed = r.results.len() - ok - unreachable - interrupted;
+        if self.mode == Mode::Json {
+            let summary = serde_json::json!({
+                "event": "summary",
+                "title": self.title,
+                "hosts": r.results.len(),
+                "ok": ok, "failed": failed, "unreachable": unreachable, "interrupted": interrupted,
+                "logs": log_dir,
+            });
+            writeln!(self.out, "{summary}")?;
+        } else {
+            let color = matches!(self.mode, Mode::Tty { color: true });
+            writeln!(self.out)?;
+            for (i, host) in self.hosts.iter().enumerate() {
+                let (text, time, good) = match &r.results[i] {
+                    Some((o, t)) => (describe(o), format!("{:.2}s", t.as_secs_f64()), o.is_success()),
+                    None => ("interrupted before start".to_owned(), "-".to_owned(), false),
+                };
+                let text = if color && !good {
+                    Style::new().red().apply_to(text).to_string()
+                } else {
+                    text
+                };
+                writeln!(self.out, "{:<w$}  {:>7}  {text}", host.name, time, w = self.width)?;
+            }
+            let mut line = format!(
+                "{} hosts: {ok} ok, {failed} failed, {unreachable} unreachable",
+                r.results.len()
+            );
+            if interrupted > 0 {
+                line += &format!(", {interrupted} interrupted");
+            }
+            if let Some(dir) = log_dir {
+                line += &format!(" · logs in {}", dir.display());
+            }
+            writeln!(self.out, "{line}")?;
+        }
+        self.out.flush()?;
+        Ok(self.report)
+    }
+}
+
+/// One line of the summary or of an error note.
+pub fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Exited { code: 0 } => "ok".into(),
+        Outcome::Exited { code } => format!("failed: exit {code}"),
+        Outcome::Signaled { signal } => format!("failed: killed by signal {signal}"),
+        Outcome::TimedOut => "failed: timed out".into(),
+        Outcome::Unreachable { reason } => format!("unreachable: {reason}"),
+        Outcome::Interrupted => "interrupted".into(),
+    }
+}
+
+fn host_of(e: &Event) -> HostId {
+    match e {
+        Event::Stage { host, .. }
+        | Event::Notice { host, .. }
+        | Event::Line { host, .. }
+        | Event::Finished { host, .. } => *host,
+    }
+}
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    host: &'a str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// Full per-host output in `<dir>/<host>.log`, written as it arrives.
+struct HostLogs {
+    dir: PathBuf,
+    files: Vec<Option<BufWriter<File>>>,
+    failed: bool,
+}
+
+impl HostLogs {
+    fn new(dir: PathBuf, n: usize) -> Self {
+        HostLogs {
+            dir,
+            files: (0..n).map(|_| None).collect(),
+            failed: false,
+        }
+    }
+
+    fn record(&mut self, hosts: &[Host], title: &str, event: &Event) {
+        if self.failed {
+            return;
+        }
+        let host = host_of(event);
+        if self.files[host].is_none() {
+            let opened = std::fs::create_dir_all(&self.dir)
+                .and_then(|_| File::create(self.dir.join(format!("{}.log", file_name(&hosts[host].name)))));
+            match opened {
+                Ok(f) => {
+                    let mut w = BufWriter::new(f);
+                    let _ = writeln!(
+                        w,
+                        "# {title} on {} ({}@{}:{})",
+                        hosts[host].name, hosts[host].user, hosts[host].address, hosts[host].port
+                    );
+                    self.files[host] = Some(w);
+                }
+                Err(e) => {
+                    // Logs are a convenience: say so once and keep the run going.
+                    eprintln!("agent: cannot write logs to {}: {e}", self.dir.display());
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+        let w = self.files[host].as_mut().expect("opened above");
+        let _ = match event {
+            Event::Line {
+                stream: Stream::Stdout,
+                line,
+                ..
+            } => writeln!(w, "{line}"),
+            Event::Line {
+                stream: Stream::Stderr,
+                line,
+                ..
+            } => writeln!(w, "[stderr] {line}"),
+            Event::Notice { message, .. } => writeln!(w, "# {message}"),
+            Event::Stage { stage, .. } => writeln!(w, "# stage: {}", stage_name(*stage)),
+            Event::Finished { outcome, elapsed, .. } => {
+                writeln!(w, "# {} after {:.2}s", describe(outcome), elapsed.as_secs_f64())
+            }
+        };
+    }
+
+    fn close(self, _report: &Report) -> PathBuf {
+        for mut w in self.files.into_iter().flatten() {
+            let _ = w.flush();
+        }
+        self.dir
+    }
+}
+
+fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Queued => "queued",
+        Stage::Connecting => "connecting",
+        Stage::Authenticating => "authenticating",
+        Stage::Running => "running",
+    }
+}
+
+/// Host names come from inventories; keep them from escaping the log folder.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_file_names_stay_in_folder() {
+        assert_eq!(file_name("../etc/passwd"), ".._etc_passwd");
+        assert_eq!(file_name("[::1]:22"), "___1__22");
+    }
+
+    #[test]
+    fn json_lines_name_the_host() {
+        let e = Event::Line {
+            host: 0,
+            stream: Stream::Stderr,
+            line: "x".into(),
+        };
+        let s = serde_json::to_string(&JsonEvent {
+            host: "web-0",
+            event: &e,
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"host":"web-0","event":"line","stream":"stderr","line":"x"}"#);
+    }
+}

@@ -1,0 +1,174 @@
+//! An open line to one host that runs [`RemoteCommand`]s: over SSH ([`crate::ssh::SshSession`])
+//! or on this machine ([`LocalSession`]). Output goes out as [`Event`]s while it arrives.
+
+use std::future::Future;
+use std::process::Stdio;
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::RemoteCommand;
+use crate::event::{Event, HostId, LineSplitter, Outcome, Stream};
+
+pub trait Session: Send {
+    /// Runs one command to its end, streaming its output. Every way it can end is an
+    /// [`Outcome`]; none waits longer than the command's own deadline.
+    fn exec(
+        &mut self,
+        command: &RemoteCommand,
+        output: &mut Output,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Outcome> + Send;
+
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Turns a host's byte streams into [`Event::Line`]s.
+pub struct Output {
+    host: HostId,
+    tx: mpsc::Sender<Event>,
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+}
+
+impl Output {
+    pub fn new(host: HostId, tx: mpsc::Sender<Event>) -> Self {
+        Output {
+            host,
+            tx,
+            stdout: LineSplitter::default(),
+            stderr: LineSplitter::default(),
+        }
+    }
+
+    pub async fn chunk(&mut self, stream: Stream, bytes: &[u8]) {
+        let mut lines = Vec::new();
+        match stream {
+            Stream::Stdout => self.stdout.push(bytes, |l| lines.push(l)),
+            Stream::Stderr => self.stderr.push(bytes, |l| lines.push(l)),
+        }
+        for line in lines {
+            self.send(stream, line).await;
+        }
+    }
+
+    /// Emits unterminated last lines; call once the command ended.
+    pub async fn finish(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let tail = match stream {
+                Stream::Stdout => self.stdout.finish(),
+                Stream::Stderr => self.stderr.finish(),
+            };
+            if let Some(line) = tail {
+                self.send(stream, line).await;
+            }
+        }
+    }
+
+    pub async fn notice(&self, message: String) {
+        let _ = self
+            .tx
+            .send(Event::Notice {
+                host: self.host,
+                message,
+            })
+            .await;
+    }
+
+    async fn send(&self, stream: Stream, line: String) {
+        // A closed receiver means the renderer is gone (shutdown): output has nowhere to go.
+        let _ = self
+            .tx
+            .send(Event::Line {
+                host: self.host,
+                stream,
+                line,
+            })
+            .await;
+    }
+}
+
+/// Exit code `timeout` uses when the time limit was reached (124), or when it had to KILL (137).
+pub fn outcome_of_exit(code: u32) -> Outcome {
+    match code {
+        124 | 137 => Outcome::TimedOut,
+        code => Outcome::Exited { code },
+    }
+}
+
+/// Runs commands on this machine, through the same rendered command line as SSH hosts get.
+pub struct LocalSession;
+
+impl Session for LocalSession {
+    async fn exec(&mut self, command: &RemoteCommand, output: &mut Output, cancel: &CancellationToken) -> Outcome {
+        let child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command.render())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::Unreachable {
+                    reason: format!("cannot start /bin/sh: {e}"),
+                };
+            }
+        };
+        let mut out = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let (mut obuf, mut ebuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+        let (mut odone, mut edone) = (false, false);
+        let deadline = tokio::time::sleep(command.client_deadline());
+        tokio::pin!(deadline);
+        let mut interrupted = false;
+        while !(odone && edone) {
+            tokio::select! {
+                n = out.read(&mut obuf), if !odone => match n {
+                    Ok(0) | Err(_) => odone = true,
+                    Ok(n) => output.chunk(Stream::Stdout, &obuf[..n]).await,
+                },
+                n = err.read(&mut ebuf), if !edone => match n {
+                    Ok(0) | Err(_) => edone = true,
+                    Ok(n) => output.chunk(Stream::Stderr, &ebuf[..n]).await,
+                },
+                _ = cancel.cancelled(), if !interrupted => {
+                    interrupted = true;
+                    // `timeout` (the child after exec) forwards TERM to the command's group.
+                    if let Some(pid) = child.id() {
+                        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                    }
+                }
+                _ = &mut deadline => break,
+            }
+        }
+        output.finish().await;
+        if interrupted {
+            let _ = child.kill().await;
+            return Outcome::Interrupted;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(1), child.wait()).await {
+            Ok(Ok(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(code), _) => outcome_of_exit(code as u32),
+                    (None, Some(sig)) => Outcome::Signaled {
+                        signal: sig.to_string(),
+                    },
+                    _ => Outcome::Unreachable {
+                        reason: "no exit status".into(),
+                    },
+                }
+            }
+            _ => {
+                let _ = child.kill().await;
+                Outcome::TimedOut
+            }
+        }
+    }
+
+    async fn close(self) {}
+}
