@@ -63,8 +63,8 @@ struct HostArgs {
     /// Forget the pinned host key of HOST and pin the one it presents now (repeatable).
     #[arg(long = "repin-host-key", value_name = "HOST")]
     repin: Vec<String>,
-    /// Limit for one TCP connect attempt.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    /// Limit for each stage of a connection attempt (TCP, SSH handshake, authentication).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     connect_timeout: Duration,
     /// How long to keep retrying hosts that refuse, reset or stay silent (still booting).
     #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]

@@ -62,7 +62,7 @@ pub enum Outcome {
     Exited { code: u32 },
     /// The command was killed by a signal (`TERM`, `KILL`, ...).
     Signaled { signal: String },
-    /// The remote time limit was reached (exit 124/137 from `timeout`).
+    /// The time limit was reached (exit 124 from `timeout`, or KILL after the limit).
     TimedOut,
     /// No command ran, or the connection was lost before it finished.
     Unreachable { reason: String },

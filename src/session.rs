@@ -89,10 +89,10 @@ impl Output {
     }
 }
 
-/// Exit code `timeout` uses when the time limit was reached (124), or when it had to KILL (137).
+/// 124 is what `timeout` exits with when the limit was reached and the command obeyed TERM.
 pub fn outcome_of_exit(code: u32) -> Outcome {
     match code {
-        124 | 137 => Outcome::TimedOut,
+        124 => Outcome::TimedOut,
         code => Outcome::Exited { code },
     }
 }

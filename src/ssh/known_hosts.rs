@@ -14,8 +14,8 @@ use russh::keys::{HashAlg, PublicKey};
 pub enum Verdict {
     /// The key is on file for this host.
     Known,
-    /// Nothing was on file; the key has now been pinned (first contact).
-    Pinned { fingerprint: String },
+    /// The key has now been pinned: first contact, or `replaced` an old key on request.
+    Pinned { fingerprint: String, replaced: bool },
     /// Another key is on file. Whatever its type: a host that switched from ed25519 to RSA
     /// is just as suspicious as one that changed its ed25519 key.
     Changed { pinned: Vec<String>, presented: String },
@@ -77,8 +77,12 @@ impl KnownHosts {
                 .map(|l| format!("{l}\n"))
                 .collect();
             // The rename replaces the inode `file` has open, so the new line goes in with it.
+            let replaced = kept.len() != text.len();
             rewrite(&self.path, &(kept + &entry(pattern, key).map_err(err)?)).map_err(err)?;
-            return Ok(Verdict::Pinned { fingerprint: presented });
+            return Ok(Verdict::Pinned {
+                fingerprint: presented,
+                replaced,
+            });
         }
         let pinned: Vec<PublicKey> = text
             .lines()
@@ -99,7 +103,10 @@ impl KnownHosts {
         file.write_all(entry(pattern, key).map_err(err)?.as_bytes())
             .map_err(err)?;
         file.sync_data().map_err(err)?;
-        Ok(Verdict::Pinned { fingerprint: presented })
+        Ok(Verdict::Pinned {
+            fingerprint: presented,
+            replaced: false,
+        })
     }
 
     /// Removes every key pinned for `pattern` (the host is gone).
@@ -218,7 +225,10 @@ mod tests {
         KnownHosts::new(path.clone(), []).check("a", &key(1)).unwrap();
         KnownHosts::new(path.clone(), []).check("b", &key(2)).unwrap();
         let store = KnownHosts::new(path.clone(), ["a".to_owned()]);
-        assert!(matches!(store.check("a", &key(3)).unwrap(), Verdict::Pinned { .. }));
+        assert!(matches!(
+            store.check("a", &key(3)).unwrap(),
+            Verdict::Pinned { replaced: true, .. }
+        ));
         assert_eq!(store.check("a", &key(3)).unwrap(), Verdict::Known);
         assert_eq!(store.check("b", &key(2)).unwrap(), Verdict::Known);
         assert!(store.forget("a").unwrap());

@@ -26,12 +26,9 @@ use known_hosts::{KnownHosts, Verdict};
 /// Time limits for reaching a host. Plain data, resolved from the command line.
 #[derive(Debug, Clone)]
 pub struct SshSettings {
-    /// One TCP connect attempt.
+    /// Each stage of one connection attempt: TCP connect, banner and key exchange, and
+    /// authentication.
     pub connect_timeout: Duration,
-    /// Banner and key exchange once TCP is up.
-    pub handshake_timeout: Duration,
-    /// Public-key authentication.
-    pub auth_timeout: Duration,
     /// How long to keep retrying a host that is plausibly still booting (refused, reset,
     /// timed out, silent). Zero: one attempt.
     pub wait: Duration,
@@ -45,9 +42,7 @@ pub struct SshSettings {
 impl Default for SshSettings {
     fn default() -> Self {
         SshSettings {
-            connect_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(10),
-            auth_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
             wait: Duration::from_secs(20),
             keepalive_interval: Duration::from_secs(5),
             keepalive_max: 3,
@@ -227,9 +222,9 @@ impl SshSession {
             shared: shared.clone(),
         };
         let handshake =
-            tokio::time::timeout(settings.handshake_timeout, client::connect_stream(config, tcp, handler)).await;
+            tokio::time::timeout(settings.connect_timeout, client::connect_stream(config, tcp, handler)).await;
         let mut handle = match handshake {
-            Err(_) => return Err(ConnectError::HandshakeTimeout(settings.handshake_timeout, target)),
+            Err(_) => return Err(ConnectError::HandshakeTimeout(settings.connect_timeout, target)),
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 let s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -247,9 +242,16 @@ impl SshSession {
                 return Err(classify_russh(e, &target));
             }
         };
-        if let Some(Verdict::Pinned { fingerprint }) = &shared.lock().unwrap_or_else(|e| e.into_inner()).verdict {
+        if let Some(Verdict::Pinned { fingerprint, replaced }) =
+            &shared.lock().unwrap_or_else(|e| e.into_inner()).verdict
+        {
+            let why = if *replaced {
+                "re-pinned on request"
+            } else {
+                "first contact: pinned"
+            };
             notify(format!(
-                "first contact: pinned host key {fingerprint} in {}",
+                "{why} host key {fingerprint} in {}",
                 known_hosts.path().display()
             ));
         }
@@ -269,9 +271,9 @@ impl SshSession {
                 .authenticate_publickey(&host.user, PrivateKeyWithHashAlg::new(key.key.clone(), hash))
                 .await
         };
-        let result = tokio::time::timeout(settings.auth_timeout, auth).await;
+        let result = tokio::time::timeout(settings.connect_timeout, auth).await;
         match result {
-            Err(_) => Err(ConnectError::AuthTimeout(settings.auth_timeout)),
+            Err(_) => Err(ConnectError::AuthTimeout(settings.connect_timeout)),
             Ok(Ok(AuthResult::Success)) => Ok(SshSession {
                 handle,
                 shared,
@@ -314,6 +316,7 @@ impl SshSession {
                 reason: format!("exec request failed: {}", lower(&e)),
             };
         }
+        let started = tokio::time::Instant::now();
         let deadline = tokio::time::sleep(command.client_deadline());
         tokio::pin!(deadline);
         let mut exit: Option<Outcome> = None;
@@ -325,6 +328,10 @@ impl SshSession {
                     Some(ChannelMsg::Data { data }) => output.chunk(Stream::Stdout, &data).await,
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => output.chunk(Stream::Stderr, &data).await,
                     Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(outcome_of_exit(exit_status)),
+                    // `timeout -k` ends a command that ignored TERM with KILL on its whole group.
+                    Some(ChannelMsg::ExitSignal { signal_name: Sig::KILL, .. }) if started.elapsed() >= command.timeout => {
+                        exit = Some(Outcome::TimedOut)
+                    }
                     Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                         exit = Some(Outcome::Signaled { signal: signal_text(&signal_name) })
                     }

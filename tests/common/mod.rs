@@ -1,0 +1,117 @@
+//! Test fixtures: a local fleet of real OpenSSH hosts (tests/fleet) and the agent binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// N sshd hosts in network namespaces; brought down on drop (also when a test panics).
+pub struct Fleet {
+    pub name: String,
+    pub dir: PathBuf,
+    pub addresses: Vec<String>,
+}
+
+impl Fleet {
+    /// `name` (≤ 6 chars) and `subnet` (10.210.<subnet>.0/24) must be unique per test.
+    pub fn up(name: &str, n: usize, subnet: u8) -> Fleet {
+        let dir = PathBuf::from(format!("/var/tmp/agent-fleet/test-{name}"));
+        let prefix = format!("10.210.{subnet}");
+        let out = Command::new(fleet_script())
+            .args(["up", &n.to_string(), "--name", name, "--subnet", &prefix, "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run tests/fleet");
+        assert!(
+            out.status.success(),
+            "fleet up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Fleet {
+            name: name.to_owned(),
+            dir,
+            addresses: (0..n).map(|i| format!("{prefix}.{}", 4 + i)).collect(),
+        }
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.toml")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("labsuser.pem")
+    }
+
+    pub fn host_name(&self, i: usize) -> String {
+        format!("{}-{i}", self.name)
+    }
+
+    /// Runs a fleet subcommand on host `i` (kill, start, rekey).
+    pub fn host(&self, action: &str, i: usize) {
+        let out = Command::new(fleet_script())
+            .args([action, &i.to_string(), "--name", &self.name, "--dir"])
+            .arg(&self.dir)
+            .output()
+            .expect("run tests/fleet");
+        assert!(
+            out.status.success(),
+            "fleet {action} {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = Command::new(fleet_script())
+            .args(["down", "--name", &self.name, "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn fleet_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet")
+}
+
+/// The agent binary with its state (logs, ad-hoc known hosts) in `state`.
+pub fn agent(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_agent"));
+    c.env("XDG_STATE_HOME", state)
+        .env_remove("AGENT_INVENTORY")
+        .env_remove("AGENT_KEY")
+        .env_remove("AGENT_KEY_PASSPHRASE")
+        .stdin(Stdio::null());
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(mut c: Command) -> Run {
+    let Output { status, stdout, stderr } = c.output().expect("run agent");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Parses `--json` output into events.
+pub fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad json line {l:?}: {e}")))
+        .collect()
+}
+
+/// The `finished` event of `host`.
+pub fn finished<'a>(events: &'a [serde_json::Value], host: &str) -> &'a serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "finished" && e["host"] == host)
+        .unwrap_or_else(|| panic!("no finished event for {host} in {events:#?}"))
+}
