@@ -66,6 +66,7 @@ impl Renderer {
                         .expect("static template")
                         .progress_chars("=> "),
                 );
+                bar.set_message("· 0 failed · 0 unreachable");
                 bar.enable_steady_tick(Duration::from_millis(100));
                 Some(bar)
             }

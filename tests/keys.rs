@@ -9,7 +9,12 @@ use common::{Fleet, agent, run};
 
 fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
-    let ok = Command::new("ssh-keygen").args(["-q", "-f"]).arg(&path).args(args).status().unwrap();
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-f"])
+        .arg(&path)
+        .args(args)
+        .status()
+        .unwrap();
     assert!(ok.success());
     path
 }
@@ -22,9 +27,21 @@ fn every_key_format_authenticates_and_bad_keys_say_how_to_fix() {
     let rsa = keygen(dir.path(), "id_rsa", &["-t", "rsa", "-b", "2048", "-N", ""]);
     let ed = keygen(dir.path(), "id_ed25519", &["-t", "ed25519", "-N", ""]);
     let locked = keygen(dir.path(), "locked", &["-t", "ed25519", "-N", "s3cret"]);
-    let locked_pem = keygen(dir.path(), "locked.pem", &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "s3cret"]);
-    assert!(std::fs::read_to_string(&rsa).unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
-    assert!(std::fs::read_to_string(fleet.key()).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let locked_pem = keygen(
+        dir.path(),
+        "locked.pem",
+        &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "s3cret"],
+    );
+    assert!(
+        std::fs::read_to_string(&rsa)
+            .unwrap()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+    );
+    assert!(
+        std::fs::read_to_string(fleet.key())
+            .unwrap()
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
+    );
 
     // Authorize the new keys, using the fleet's labsuser.pem.
     let pubs: String = [&rsa, &ed, &locked, &locked_pem]
@@ -55,7 +72,10 @@ fn every_key_format_authenticates_and_bad_keys_say_how_to_fix() {
         assert_eq!(r.code, 1, "{}", r.stdout);
         assert_eq!(
             r.stderr.trim(),
-            format!("agent: key {} is encrypted: set AGENT_KEY_PASSPHRASE to its passphrase", key.display())
+            format!(
+                "agent: key {} is encrypted: set AGENT_KEY_PASSPHRASE to its passphrase",
+                key.display()
+            )
         );
         let r = exec(key, Some("wrong"));
         assert_eq!(r.code, 1);
@@ -67,11 +87,19 @@ fn every_key_format_authenticates_and_bad_keys_say_how_to_fix() {
     let missing = dir.path().join("nope.pem");
     let r = exec(&missing, None);
     assert_eq!((r.code, r.stderr.lines().count()), (1, 1));
-    assert!(r.stderr.contains("not found: pass the private key file with --key"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not found: pass the private key file with --key"),
+        "{}",
+        r.stderr
+    );
 
     let r = exec(&ed.with_extension("pub"), None);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("is a public key; pass the private key file"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is a public key; pass the private key file"),
+        "{}",
+        r.stderr
+    );
 
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "hello\n").unwrap();
