@@ -39,8 +39,18 @@ async fn fake_imds() -> String {
     format!("http://{addr}")
 }
 
-/// Starts agent-web on a free port; returns the child and its port (read from its log line).
-fn start(imds: &str, extra: &[&str]) -> (Child, u16) {
+/// A running agent-web, killed and reaped on drop.
+struct Web(Child);
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts agent-web on a free port; returns it and its port (read from its log line).
+fn start(imds: &str, extra: &[&str]) -> (Web, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agent-web"))
         .args(["--bind", "127.0.0.1", "--port", "0"])
         .args(extra)
@@ -49,6 +59,7 @@ fn start(imds: &str, extra: &[&str]) -> (Child, u16) {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
+    let child = Web(child);
     let mut line = String::new();
     loop {
         line.clear();
@@ -77,7 +88,7 @@ fn get_path(port: u16, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_with_the_instance_id_from_imdsv2() {
     let imds = fake_imds().await;
-    let (mut child, port) = start(&imds, &["--name", "ignored-on-ec2"]);
+    let (_web, port) = start(&imds, &["--name", "ignored-on-ec2"]);
     for path in ["/", "/cluster1", "/cluster2"] {
         let (status, body) = tokio::task::spawn_blocking(move || get_path(port, path)).await.unwrap();
         assert_eq!(
@@ -94,13 +105,13 @@ async fn answers_with_the_instance_id_from_imdsv2() {
         .await
         .unwrap();
     assert_eq!(status, 404);
-    child.kill().unwrap();
 }
 
 #[test]
 fn off_ec2_it_answers_with_its_name_and_stops_on_sigterm() {
     // Nothing listens on port 9 of loopback: IMDS is absent, as on the local fleet.
-    let (mut child, port) = start("http://127.0.0.1:9", &["--name", "web-3"]);
+    let (mut web, port) = start("http://127.0.0.1:9", &["--name", "web-3"]);
+    let child = &mut web.0;
     assert_eq!(get_path(port, "/cluster1").1, "Instance web-3 is responding now!");
     let started = Instant::now();
     assert!(
