@@ -167,31 +167,15 @@ fn sudo_runs_as_root() {
 fn a_host_lost_mid_run_is_unreachable_and_the_others_finish() {
     let fleet = Fleet::up("exkill", 3, 6);
     let state = tempfile::tempdir().unwrap();
-    let mut c = agent(state.path());
-    c.arg("exec").arg("-i").arg(fleet.inventory());
-    c.args(["--json", "--no-logs", "--", "echo started; sleep 4; echo done"])
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let mut line = String::new();
     // Wait until every host is running the command, then take host 1 away.
-    while seen
-        .iter()
-        .filter(|l: &&String| l.contains(r#""line":"started""#))
-        .count()
-        < 3
-    {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "agent ended early: {seen:?}");
-        seen.push(line.clone());
-    }
+    let (mut child, mut out, seen) =
+        common::exec_until_started(&fleet, state.path(), "echo started; sleep 4; echo done");
     fleet.host("kill", 1);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
-    let ev = events(&(seen.concat() + &rest));
+    let ev = events(&(seen + &rest));
     let lost = &finished(&ev, &fleet.host_name(1))["outcome"];
     assert_eq!(lost["result"], "unreachable");
     assert!(lost["reason"].as_str().unwrap().contains("connection lost"), "{lost}");
@@ -318,16 +302,7 @@ fn wrong_and_badly_protected_keys_fail_clearly() {
 fn ctrl_c_stops_remote_commands_and_reports_them() {
     let fleet = Fleet::up("exint", 2, 9);
     let state = tempfile::tempdir().unwrap();
-    let mut c = agent(state.path());
-    c.arg("exec").arg("-i").arg(fleet.inventory());
-    c.args(["--json", "--no-logs", "--", "echo started; sleep 37.5"])
-        .stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut text = String::new();
-    while text.matches(r#""line":"started""#).count() < 2 {
-        assert!(out.read_line(&mut text).unwrap() > 0, "agent ended early: {text}");
-    }
+    let (mut child, mut out, mut text) = common::exec_until_started(&fleet, state.path(), "echo started; sleep 37.5");
     assert!(remote_sleeps() > 0);
     let started = Instant::now();
     unsafe_kill(child.id(), "INT");

@@ -1,8 +1,9 @@
 //! Test fixtures: a local fleet of real OpenSSH hosts (tests/fleet) and the agent binary.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// N sshd hosts in network namespaces; brought down on drop (also when a test panics).
 pub struct Fleet {
@@ -114,4 +115,19 @@ pub fn finished<'a>(events: &'a [serde_json::Value], host: &str) -> &'a serde_js
         .iter()
         .find(|e| e["event"] == "finished" && e["host"] == host)
         .unwrap_or_else(|| panic!("no finished event for {host} in {events:#?}"))
+}
+
+/// Starts `agent exec --json` of `script` (which must first `echo started`) on every host of
+/// the fleet, and returns once all of them are running it, with the output read so far.
+pub fn exec_until_started(fleet: &Fleet, state: &Path, script: &str) -> (Child, BufReader<ChildStdout>, String) {
+    let mut c = agent(state);
+    c.arg("exec").arg("-i").arg(fleet.inventory());
+    c.args(["--json", "--no-logs", "--", script]).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    while text.matches(r#""line":"started""#).count() < fleet.addresses.len() {
+        assert!(out.read_line(&mut text).unwrap() > 0, "agent ended early: {text}");
+    }
+    (child, out, text)
 }
