@@ -174,7 +174,7 @@ impl Renderer {
             bar.finish_and_clear();
         }
         let log_dir = match self.logs.take() {
-            Some(logs) => Some(logs.close(&self.report)),
+            Some(logs) => Some(logs.close()),
             None => None,
         };
         let r = &self.report;
@@ -314,7 +314,7 @@ impl HostLogs {
         };
     }
 
-    fn close(self, _report: &Report) -> PathBuf {
+    fn close(self) -> PathBuf {
         for mut w in self.files.into_iter().flatten() {
             let _ = w.flush();
         }

@@ -351,3 +351,35 @@ fn keygen(path: &std::path::Path, kind: &str, passphrase: &str) {
     }
     assert!(c.status().unwrap().success());
 }
+
+#[test]
+fn local_hosts_run_without_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        "[[hosts]]\nname = \"here\"\naddress = \"localhost\"\ntransport = \"local\"\n",
+    )
+    .unwrap();
+    let mut c = agent(dir.path());
+    c.arg("exec").arg("-i").arg(&inventory);
+    c.args(["--json", "--no-logs", "--", "echo $((6 * 7)); echo oops >&2; exit 4"]);
+    let r = run(c);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let ev = events(&r.stdout);
+    let lines: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event"] == "line")
+        .map(|e| (e["stream"].as_str().unwrap(), e["line"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines.contains(&("stdout", "42")) && lines.contains(&("stderr", "oops")),
+        "{lines:?}"
+    );
+    assert_eq!(finished(&ev, "here")["outcome"]["code"], 4);
+    assert!(
+        !dir.path().join("inventory.known_hosts").exists(),
+        "no SSH, no host key"
+    );
+}

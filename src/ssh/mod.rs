@@ -405,8 +405,7 @@ fn classify_io(e: &std::io::Error, target: &str) -> ConnectError {
     use std::io::ErrorKind::*;
     match e.kind() {
         ConnectionRefused => ConnectError::Refused(target.to_owned()),
-        TimedOut => ConnectError::ConnectTimeout(Duration::ZERO, target.to_owned()),
-        ConnectionReset | ConnectionAborted | HostUnreachable | NetworkUnreachable | UnexpectedEof => {
+        ConnectionReset | TimedOut | ConnectionAborted | HostUnreachable | NetworkUnreachable | UnexpectedEof => {
             ConnectError::Network(format!("{} ({target})", lower(e)))
         }
         _ => ConnectError::Protocol(format!("cannot connect to {target}: {}", lower(e))),
