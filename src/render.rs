@@ -173,10 +173,7 @@ impl Renderer {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let log_dir = match self.logs.take() {
-            Some(logs) => Some(logs.close()),
-            None => None,
-        };
+        let log_dir = self.logs.take().map(HostLogs::close);
         let r = &self.report;
         let ok = r.count(Outcome::is_success);
         let unreachable = r.count(|o| matches!(o, Outcome::Unreachable { .. }));
