@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -121,6 +122,19 @@ class TreeSampler(threading.Thread):
                 self.sample()
             except Exception:
                 pass
+
+
+def machine_busy(seconds=1.0):
+    """Fraction of all cores busy over `seconds` (a check that the machine is quiet)."""
+
+    def snap():
+        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    t0, i0 = snap()
+    time.sleep(seconds)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
 
 
 def children_cpu():
@@ -355,7 +369,7 @@ class Bench:
 
     def check_pyinfra(self, stdout, stderr):
         # pyinfra prints everything, command output included, on stderr
-        ok = sum(1 for line in stderr.splitlines() if line.strip().startswith("[") and line.strip().endswith("] Success"))
+        ok = sum(1 for line in stderr.splitlines() if re.fullmatch(r"\s*\[[^\]]+\]\s+Success\s*", line))
         if ok != self.n:
             return f"pyinfra: {ok} of {self.n} hosts Success"
         return count_linux_lines(self.n, "pyinfra", "stderr")(stdout, stderr)
@@ -389,6 +403,7 @@ class Bench:
     def run(self):
         a = self.a
         notes = []
+        self.busy0 = machine_busy()
         if a.rtt > 0:
             self.start_proxy()
             notes += self.verify_latency()
@@ -441,7 +456,7 @@ class Bench:
         out.append(f"### agent exec -- uname -a: {n} hosts, {rtt}, {a.rounds} rounds")
         out.append("")
         out.append(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} cores, {model}; "
-                   f"{platform.system()} {platform.release()}")
+                   f"{platform.system()} {platform.release()}; CPU busy in the second before start {self.busy0:.0%}")
         out.append("")
         out.append("| tool | wall median (s) | vs fastest anchor | client CPU (s) | peak RSS (MB) | tree RSS (MB) |")
         out.append("|---|---:|---:|---:|---:|---:|")

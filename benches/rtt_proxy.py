@@ -72,7 +72,21 @@ async def pump(reader, writer_ready, writer_box, delay, not_before):
         rt.cancel()
 
 
+ACTIVE: set = set()
+
+
 async def handle(creader, cwriter, host, port, half):
+    task = asyncio.current_task()
+    ACTIVE.add(task)
+    try:
+        await relay(creader, cwriter, host, port, half)
+    except asyncio.CancelledError:
+        pass  # shutdown: no traceback for connections still closing
+    finally:
+        ACTIVE.discard(task)
+
+
+async def relay(creader, cwriter, host, port, half):
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     sock = cwriter.get_extra_info("socket")
@@ -133,6 +147,12 @@ async def main():
     await done.wait()
     for srv in servers:
         srv.close()
+    # let connections that are still closing (delayed FINs) finish, briefly
+    if ACTIVE:
+        await asyncio.wait(set(ACTIVE), timeout=4 * half + 0.5)
+    for t in list(ACTIVE):
+        t.cancel()
+    await asyncio.sleep(0)
 
 
 if __name__ == "__main__":
