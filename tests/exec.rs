@@ -383,3 +383,43 @@ fn local_hosts_run_without_ssh() {
         "no SSH, no host key"
     );
 }
+
+#[test]
+fn a_terminal_gets_colours_and_a_progress_bar_unless_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        "[[hosts]]\nname = \"here\"\naddress = \"localhost\"\ntransport = \"local\"\n",
+    )
+    .unwrap();
+    // `script` gives agent a real pseudo-terminal, as an operator's terminal would.
+    let on_tty = |no_color: bool| {
+        let cmd = format!(
+            "{} exec -i {} --no-logs -- 'echo hello; sleep 0.3'",
+            env!("CARGO_BIN_EXE_agent"),
+            inventory.display()
+        );
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"])
+            .env("XDG_STATE_HOME", dir.path())
+            .env("TERM", "xterm");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_tty(false);
+    assert!(coloured.contains("\u{1b}[38;5;6mhere\u{1b}[0m | hello"), "{coloured:?}");
+    assert!(coloured.contains("/1 hosts"), "no progress bar: {coloured:?}");
+    let plain = on_tty(true);
+    assert!(
+        plain.contains("here | hello") && !plain.contains("\u{1b}[38;5"),
+        "{plain:?}"
+    );
+    assert!(plain.contains("/1 hosts"), "no progress bar: {plain:?}");
+}
