@@ -14,6 +14,8 @@
 //! - [`session`]: the `Session` trait (run a command, stream output); [`ssh`] implements it
 //!   over russh with pinned host keys ([`ssh::known_hosts`]) and checked keys ([`ssh::key`]).
 //! - [`render`]: the one printer (TTY bar, plain lines, NDJSON), per-host logs, summary.
+//! - [`spec`]: deployment specs (roles, programs, ports, load balancer routes); the course
+//!   labs' `clusters` and `inference` are built in (`remote/specs/`).
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -25,6 +27,7 @@ pub mod job;
 pub mod render;
 pub mod session;
 pub mod settings;
+pub mod spec;
 pub mod ssh;
 
 use tokio::sync::mpsc;
