@@ -355,12 +355,7 @@ fn keygen(path: &std::path::Path, kind: &str, passphrase: &str) {
 #[test]
 fn local_hosts_run_without_ssh() {
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        "[[hosts]]\nname = \"here\"\naddress = \"localhost\"\ntransport = \"local\"\n",
-    )
-    .unwrap();
+    let inventory = local_inventory(dir.path());
     let mut c = agent(dir.path());
     c.arg("exec").arg("-i").arg(&inventory);
     c.args(["--json", "--no-logs", "--", "echo $((6 * 7)); echo oops >&2; exit 4"]);
@@ -387,12 +382,7 @@ fn local_hosts_run_without_ssh() {
 #[test]
 fn a_terminal_gets_colours_and_a_progress_bar_unless_no_color() {
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        "[[hosts]]\nname = \"here\"\naddress = \"localhost\"\ntransport = \"local\"\n",
-    )
-    .unwrap();
+    let inventory = local_inventory(dir.path());
     // `script` gives agent a real pseudo-terminal, as an operator's terminal would.
     let on_tty = |no_color: bool| {
         let cmd = format!(
@@ -422,4 +412,12 @@ fn a_terminal_gets_colours_and_a_progress_bar_unless_no_color() {
         "{plain:?}"
     );
     assert!(plain.contains("/1 hosts"), "no progress bar: {plain:?}");
+}
+
+/// An inventory of one host, "here": this machine, without SSH.
+fn local_inventory(dir: &std::path::Path) -> std::path::PathBuf {
+    let inventory = dir.join("inventory.toml");
+    let text = "[[hosts]]\nname = \"here\"\naddress = \"localhost\"\ntransport = \"local\"\n";
+    std::fs::write(&inventory, text).unwrap();
+    inventory
 }
