@@ -16,6 +16,7 @@
 //! - [`render`]: the one printer (TTY bar, plain lines, NDJSON), per-host logs, summary.
 //! - [`spec`]: deployment specs (roles, programs, ports, load balancer routes); the course
 //!   labs' `clusters` and `inference` are built in (`remote/specs/`).
+//! - [`unit`]: systemd units for the remote programs (askama templates in `remote/templates/`).
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -29,6 +30,7 @@ pub mod session;
 pub mod settings;
 pub mod spec;
 pub mod ssh;
+pub mod unit;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
