@@ -16,10 +16,12 @@
 //! - [`render`]: the one printer (TTY bar, plain lines, NDJSON), per-host logs, summary.
 //! - [`spec`]: deployment specs (roles, programs, ports, load balancer routes); the course
 //!   labs' `clusters` and `inference` are built in (`remote/specs/`).
+//! - [`balancer`]: the HAProxy config of the load-balancer host off AWS.
 //! - [`unit`]: systemd units for the remote programs (askama templates in `remote/templates/`).
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod balancer;
 pub mod cli;
 pub mod command;
 pub mod event;
