@@ -12,8 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::command::RemoteCommand;
 use crate::inventory::{self, Host, Transport};
 use crate::job::{ExecJob, Target};
+use crate::plan;
 use crate::render::Mode;
 use crate::settings::{self, ExecSettings, OutputSettings, Settings, parse_duration};
+use crate::spec::Spec;
 use crate::ssh::SshSettings;
 use crate::ssh::key::ClientKey;
 use crate::ssh::known_hosts::KnownHosts;
@@ -36,6 +38,20 @@ enum Command {
     /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
     /// unreachable (wins over 2), 130 interrupted, 1 bad input.
     Exec(ExecArgs),
+    /// Show what `deploy` would upload, install, start and check on each host, touching nothing.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// A built-in spec (clusters, inference) or the path of a spec file.
+    spec: String,
+    /// Inventory file (TOML); hosts take part by their role.
+    #[arg(short, long, env = "AGENT_INVENTORY", value_name = "FILE")]
+    inventory: PathBuf,
+    /// Print the plan as JSON, rendered files included.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +130,14 @@ impl Cli {
     pub fn resolve(self) -> anyhow::Result<Settings> {
         match self.command {
             Command::Exec(args) => resolve_exec(args).map(Settings::Exec),
+            Command::Plan(args) => {
+                let spec = Spec::load(&args.spec)?;
+                let hosts = inventory::load(&args.inventory)?;
+                Ok(Settings::Plan {
+                    plan: plan::build(&spec, &hosts)?,
+                    json: args.json,
+                })
+            }
         }
     }
 }

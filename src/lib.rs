@@ -16,6 +16,7 @@
 //! - [`render`]: the one printer (TTY bar, plain lines, NDJSON), per-host logs, summary.
 //! - [`spec`]: deployment specs (roles, programs, ports, load balancer routes); the course
 //!   labs' `clusters` and `inference` are built in (`remote/specs/`).
+//! - [`plan`]: what a deployment does on each host, as pure data (`agent plan` prints it).
 //! - [`balancer`]: the HAProxy config of the load-balancer host off AWS.
 //! - [`unit`]: systemd units for the remote programs (askama templates in `remote/templates/`).
 //!
@@ -27,6 +28,7 @@ pub mod command;
 pub mod event;
 pub mod inventory;
 pub mod job;
+pub mod plan;
 pub mod render;
 pub mod session;
 pub mod settings;
@@ -61,6 +63,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             job::run(s.job, tx, cancel.clone()).await;
             let report = printer.await??;
             Ok(exit_status(&report, cancel.is_cancelled()))
+        }
+        Settings::Plan { plan, json } => {
+            render::plan(&plan, json)?;
+            Ok(0)
         }
     }
 }

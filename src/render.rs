@@ -221,6 +221,17 @@ impl Renderer {
     }
 }
 
+/// Prints a plan: readable text, or JSON with the rendered files.
+pub fn plan(plan: &crate::plan::Plan, json: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, plan)?;
+        writeln!(out)
+    } else {
+        write!(out, "{plan}")
+    }
+}
+
 /// One line of the summary or of an error note.
 pub fn describe(o: &Outcome) -> String {
     match o {

@@ -5,10 +5,16 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::job::ExecJob;
+use crate::plan::Plan;
 use crate::render::Mode;
 
 pub enum Settings {
     Exec(ExecSettings),
+    /// Print what a deployment would do; touches nothing.
+    Plan {
+        plan: Plan,
+        json: bool,
+    },
 }
 
 pub struct ExecSettings {

@@ -1,0 +1,314 @@
+//! What a deployment will do on each host, as pure data: files to upload (with their rendered
+//! text or the program to build), packages to install, services to start, health checks.
+//! Built from a spec and hosts with no I/O, so `agent plan` can show it before anything is
+//! touched and tests can compare it as values.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::balancer::{BalancedRoute, HaproxyConfig, Server};
+use crate::inventory::Host;
+use crate::spec::{Program, Spec};
+use crate::unit::{self, ServiceUnit, Word};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub deployment: String,
+    pub hosts: Vec<HostPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPlan {
+    pub host: String,
+    pub address: String,
+    pub role: String,
+    pub packages: Vec<String>,
+    pub files: Vec<FilePlan>,
+    /// Units to enable and start, in order.
+    pub services: Vec<String>,
+    /// URLs that must answer 200 once the services run.
+    pub health: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilePlan {
+    pub path: String,
+    pub mode: u32,
+    pub source: Source,
+    /// Services to restart when this file's content changes.
+    pub restarts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Rendered text, uploaded as is.
+    Text(String),
+    /// A program of `remote/`, built for x86_64 Linux in release mode at deploy time.
+    Program(&'static str),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("spec {spec} needs hosts with role {role:?}, and the inventory has none (its roles: {known})")]
+    MissingRole { spec: String, role: String, known: String },
+    #[error(
+        "spec {spec} puts its load balancer on the host with role {role:?}: give exactly one host that role (found {found})"
+    )]
+    Balancer { spec: String, role: String, found: usize },
+}
+
+/// The binary a program is installed as.
+pub fn binary(program: Program) -> &'static str {
+    match program {
+        Program::Web => "agent-web",
+        Program::Orchestrator => "agent-orchestrator",
+        Program::Worker => "agent-worker",
+    }
+}
+
+fn by_role<'a>(hosts: &'a [Host], role: &'a str) -> impl Iterator<Item = &'a Host> + 'a {
+    hosts.iter().filter(move |h| h.role.as_deref() == Some(role))
+}
+
+/// Plans `spec` onto `hosts`, matching hosts to spec roles by their inventory role. Hosts
+/// whose role the spec does not name are not part of the deployment.
+pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
+    let known = || {
+        let mut roles: Vec<_> = hosts.iter().filter_map(|h| h.role.clone()).collect();
+        roles.sort();
+        roles.dedup();
+        if roles.is_empty() {
+            "none".into()
+        } else {
+            roles.join(", ")
+        }
+    };
+    let mut plans = Vec::new();
+    for (role_name, role) in &spec.roles {
+        if by_role(hosts, role_name).next().is_none() {
+            return Err(PlanError::MissingRole {
+                spec: spec.name.clone(),
+                role: role_name.clone(),
+                known: known(),
+            });
+        }
+        let bin = binary(role.program);
+        for host in by_role(hosts, role_name) {
+            let per_port = role.ports.len() > 1;
+            let mut args = vec![Word::Literal("--port".into())];
+            args.push(if per_port {
+                Word::Specifier("%i")
+            } else {
+                Word::Literal(role.ports[0].to_string())
+            });
+            if role.program == Program::Web {
+                args.extend([Word::Literal("--name".into()), Word::Literal(host.name.clone())]);
+            }
+            let unit = ServiceUnit {
+                deployment: spec.name.clone(),
+                binary: bin.into(),
+                args,
+                per_port,
+            };
+            let services = unit.instances(&role.ports);
+            plans.push(HostPlan {
+                host: host.name.clone(),
+                address: host.address.clone(),
+                role: role_name.clone(),
+                packages: role.packages.clone(),
+                files: vec![
+                    FilePlan {
+                        path: format!("{}/{bin}", unit::BIN_DIR),
+                        mode: 0o755,
+                        source: Source::Program(bin),
+                        restarts: services.clone(),
+                    },
+                    FilePlan {
+                        path: format!("/etc/systemd/system/{}", unit.file_name()),
+                        mode: 0o644,
+                        source: Source::Text(unit.render()),
+                        restarts: services.clone(),
+                    },
+                ],
+                health: role
+                    .ports
+                    .iter()
+                    .map(|p| format!("http://{}:{p}{}", host.address, role.health))
+                    .collect(),
+                services,
+            });
+        }
+    }
+    if let Some(b) = &spec.balancer {
+        let lbs: Vec<&Host> = by_role(hosts, &b.role).collect();
+        if lbs.len() != 1 {
+            return Err(PlanError::Balancer {
+                spec: spec.name.clone(),
+                role: b.role.clone(),
+                found: lbs.len(),
+            });
+        }
+        let routes = b
+            .routes
+            .iter()
+            .map(|r| BalancedRoute {
+                path: r.path.clone(),
+                backend: r.role.clone(),
+                health: spec.roles[&r.role].health.clone(),
+                servers: by_role(hosts, &r.role)
+                    .map(|h| Server {
+                        name: h.name.clone(),
+                        address: h.address.clone(),
+                        port: spec.roles[&r.role].ports[0],
+                    })
+                    .collect(),
+            })
+            .collect();
+        let config = HaproxyConfig {
+            deployment: spec.name.clone(),
+            port: b.port,
+            routes,
+        };
+        plans.push(HostPlan {
+            host: lbs[0].name.clone(),
+            address: lbs[0].address.clone(),
+            role: b.role.clone(),
+            packages: vec!["haproxy".into()],
+            files: vec![FilePlan {
+                path: "/etc/haproxy/haproxy.cfg".into(),
+                mode: 0o644,
+                source: Source::Text(config.text()),
+                restarts: vec!["haproxy.service".into()],
+            }],
+            services: vec!["haproxy.service".into()],
+            health: vec![],
+        });
+    }
+    Ok(Plan {
+        deployment: spec.name.clone(),
+        hosts: plans,
+    })
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "deployment {}: {} hosts", self.deployment, self.hosts.len())?;
+        for h in &self.hosts {
+            writeln!(f, "\n{} ({}, role {})", h.host, h.address, h.role)?;
+            if !h.packages.is_empty() {
+                writeln!(f, "  install  {}", h.packages.join(" "))?;
+            }
+            for file in &h.files {
+                let what = match &file.source {
+                    Source::Text(t) => format!("{} bytes rendered", t.len()),
+                    Source::Program(p) => format!("{p}, built in release mode"),
+                };
+                writeln!(f, "  upload   {} (mode {:o}; {what})", file.path, file.mode)?;
+            }
+            for s in &h.services {
+                writeln!(f, "  start    {s}")?;
+            }
+            for url in &h.health {
+                writeln!(f, "  check    GET {url} answers 200")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Transport;
+
+    fn host(name: &str, n: u8, role: &str) -> Host {
+        Host {
+            name: name.into(),
+            address: format!("10.200.0.{n}"),
+            port: 22,
+            user: "ubuntu".into(),
+            role: Some(role.into()),
+            key: None,
+            transport: Transport::Ssh,
+        }
+    }
+
+    fn clusters_fleet() -> Vec<Host> {
+        let mut hosts: Vec<Host> = (0..5).map(|i| host(&format!("c1-{i}"), 4 + i, "cluster1")).collect();
+        hosts.extend((0..4).map(|i| host(&format!("c2-{i}"), 9 + i, "cluster2")));
+        hosts.push(host("lb", 13, "lb"));
+        hosts
+    }
+
+    #[test]
+    fn clusters_on_nine_hosts_and_a_balancer() {
+        let plan = build(&Spec::load("clusters").unwrap(), &clusters_fleet()).unwrap();
+        assert_eq!(plan.hosts.len(), 10);
+        let c1 = &plan.hosts[0];
+        assert_eq!((c1.host.as_str(), c1.role.as_str()), ("c1-0", "cluster1"));
+        assert_eq!(c1.services, ["agent-web.service"]);
+        assert_eq!(c1.health, ["http://10.200.0.4:80/health"]);
+        assert_eq!(c1.files[0].source, Source::Program("agent-web"));
+        assert_eq!(c1.files[0].path, "/opt/agent/bin/agent-web");
+        let Source::Text(unit) = &c1.files[1].source else {
+            panic!()
+        };
+        assert!(
+            unit.contains("ExecStart=/opt/agent/bin/agent-web --port 80 --name c1-0\n"),
+            "{unit}"
+        );
+        let lb = plan.hosts.last().unwrap();
+        assert_eq!(
+            (lb.host.as_str(), lb.packages.as_slice()),
+            ("lb", ["haproxy".to_string()].as_slice())
+        );
+        let Source::Text(cfg) = &lb.files[0].source else {
+            panic!()
+        };
+        assert_eq!(cfg.matches("server c1-").count(), 5);
+        assert_eq!(cfg.matches("server c2-").count(), 4);
+        let text = plan.to_string();
+        assert!(text.starts_with("deployment clusters: 10 hosts\n"), "{text}");
+        assert!(
+            text.contains("  check    GET http://10.200.0.12:80/health answers 200\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn workers_get_a_template_unit_per_port() {
+        let mut hosts = vec![host("orch", 4, "orchestrator")];
+        hosts.extend((0..4).map(|i| host(&format!("w{i}"), 5 + i, "worker")));
+        let plan = build(&Spec::load("inference").unwrap(), &hosts).unwrap();
+        let w = plan.hosts.iter().find(|h| h.host == "w0").unwrap();
+        assert_eq!(w.services, ["agent-worker@5000.service", "agent-worker@5001.service"]);
+        assert_eq!(w.files[1].path, "/etc/systemd/system/agent-worker@.service");
+        assert_eq!(
+            w.health,
+            ["http://10.200.0.5:5000/health", "http://10.200.0.5:5001/health"]
+        );
+    }
+
+    #[test]
+    fn missing_roles_and_balancers_are_named() {
+        let spec = Spec::load("clusters").unwrap();
+        let hosts: Vec<Host> = clusters_fleet()
+            .into_iter()
+            .filter(|h| h.role.as_deref() != Some("cluster2"))
+            .collect();
+        assert_eq!(
+            build(&spec, &hosts).unwrap_err().to_string(),
+            "spec clusters needs hosts with role \"cluster2\", and the inventory has none (its roles: cluster1, lb)"
+        );
+        let hosts: Vec<Host> = clusters_fleet()
+            .into_iter()
+            .filter(|h| h.role.as_deref() != Some("lb"))
+            .collect();
+        assert!(matches!(
+            build(&spec, &hosts),
+            Err(PlanError::Balancer { found: 0, .. })
+        ));
+    }
+}
