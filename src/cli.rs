@@ -37,7 +37,7 @@ enum Command {
     ///
     /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
     /// unreachable (wins over 2), 130 interrupted, 1 bad input.
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// Show what `deploy` would upload, install, start and check on each host, touching nothing.
     Plan(PlanArgs),
 }
@@ -129,7 +129,7 @@ impl Cli {
     /// bad input fails before any host is touched.
     pub fn resolve(self) -> anyhow::Result<Settings> {
         match self.command {
-            Command::Exec(args) => resolve_exec(args).map(Settings::Exec),
+            Command::Exec(args) => resolve_exec(*args).map(Settings::Exec),
             Command::Plan(args) => {
                 let spec = Spec::load(&args.spec)?;
                 let hosts = inventory::load(&args.inventory)?;
