@@ -83,6 +83,63 @@ fn twenty_hosts_each_answer_from_their_own_address() {
         (summary["event"].as_str(), summary["ok"].as_u64()),
         (Some("summary"), Some(20))
     );
+    // --parallel bounds the hosts in flight (a host holds its slot until its `finished` is sent).
+    let (mut active, mut most) = (0, 0);
+    for e in &ev {
+        match (e["event"].as_str(), e["stage"].as_str()) {
+            (Some("stage"), Some("connecting")) => active += 1,
+            (Some("finished"), _) => active -= 1,
+            _ => {}
+        }
+        most = most.max(active);
+    }
+    assert!((2..=8).contains(&most), "{most} hosts in flight with --parallel 8");
+
+    // Selection: by name or address from the inventory; a role nobody has is an error.
+    let mut c = agent(state.path());
+    c.arg("exec").arg("-i").arg(fleet.inventory());
+    c.args([
+        "--json",
+        "--host",
+        &fleet.host_name(3),
+        "--host",
+        &fleet.addresses[7],
+        "--",
+        "true",
+    ]);
+    let ev = events(&run(c).stdout);
+    let mut done: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event"] == "finished")
+        .map(|e| e["host"].as_str().unwrap().to_owned())
+        .collect();
+    done.sort();
+    assert_eq!(done, [fleet.host_name(3), fleet.host_name(7)]);
+    let mut c = agent(state.path());
+    c.arg("exec")
+        .arg("-i")
+        .arg(fleet.inventory())
+        .args(["--role", "db", "--", "true"]);
+    let r = run(c);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.trim(),
+        "agent: no host has role \"db\" (roles in the inventory: web)"
+    );
+
+    // Without an inventory: ad-hoc hosts, keys pinned in the state folder.
+    let mut c = agent(state.path());
+    c.args(["exec", "--host", &format!("ubuntu@{}", fleet.addresses[0]), "--key"])
+        .arg(fleet.key());
+    c.args(["--no-logs", "--", "echo adhoc"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!("{} | adhoc", fleet.addresses[0])),
+        "{}",
+        r.stdout
+    );
+    assert!(state.path().join("agent/known_hosts").exists());
 }
 
 #[test]
