@@ -117,11 +117,7 @@ pub fn load(path: &Path) -> Result<Vec<Host>, InventoryError> {
 fn parse(text: &str, path: &Path) -> Result<Vec<Host>, InventoryError> {
     let file: File = toml::from_str(text).map_err(|e| InventoryError::Parse {
         path: path.to_owned(),
-        // toml's message spans several lines with a source excerpt; keep the first line.
-        message: e.message().lines().next().unwrap_or_default().to_owned()
-            + &e.span()
-                .map(|s| format!(" (at line {})", line_of(text, s.start)))
-                .unwrap_or_default(),
+        message: crate::settings::toml_error(text, &e),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |k: PathBuf| if k.is_absolute() { k } else { base.join(k) };
@@ -150,10 +146,6 @@ fn parse(text: &str, path: &Path) -> Result<Vec<Host>, InventoryError> {
     }
     check_unique(&hosts)?;
     Ok(hosts)
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 pub fn check_unique(hosts: &[Host]) -> Result<(), InventoryError> {

@@ -39,7 +39,6 @@ pub mod unit;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::Outcome;
 use crate::render::{Renderer, Report};
 use crate::settings::Settings;
 
@@ -83,11 +82,12 @@ async fn watch_ctrl_c(cancel: CancellationToken) {
 }
 
 pub fn exit_status(report: &Report, interrupted: bool) -> u8 {
-    if interrupted {
+    let t = report.tally();
+    if interrupted || t.interrupted > 0 {
         EXIT_INTERRUPTED
-    } else if report.count(|o| matches!(o, Outcome::Unreachable { .. })) > 0 {
+    } else if t.unreachable > 0 {
         EXIT_UNREACHABLE
-    } else if report.count(|o| !o.is_success()) > 0 {
+    } else if t.failed > 0 {
         EXIT_FAILED
     } else {
         0

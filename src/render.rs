@@ -31,12 +31,27 @@ pub struct Report {
     pub results: Vec<Option<(Outcome, Duration)>>,
 }
 
+/// How many hosts ended each way. A host that never finished counts as interrupted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub ok: usize,
+    pub failed: usize,
+    pub unreachable: usize,
+    pub interrupted: usize,
+}
+
 impl Report {
-    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.as_ref().is_some_and(|(o, _)| f(o)))
-            .count()
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for r in &self.results {
+            match r.as_ref().map(|(o, _)| o) {
+                Some(Outcome::Exited { code: 0 }) => t.ok += 1,
+                Some(Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::TimedOut) => t.failed += 1,
+                Some(Outcome::Unreachable { .. }) => t.unreachable += 1,
+                Some(Outcome::Interrupted) | None => t.interrupted += 1,
+            }
+        }
+        t
     }
 }
 
@@ -161,12 +176,8 @@ impl Renderer {
     }
 
     fn tally(&self) -> String {
-        let failed = self.report.count(|o| {
-            matches!(o, Outcome::Exited { code } if *code != 0)
-                || matches!(o, Outcome::Signaled { .. } | Outcome::TimedOut)
-        });
-        let unreachable = self.report.count(|o| matches!(o, Outcome::Unreachable { .. }));
-        format!("· {failed} failed · {unreachable} unreachable")
+        let t = self.report.tally();
+        format!("· {} failed · {} unreachable", t.failed, t.unreachable)
     }
 
     fn finish(mut self) -> io::Result<Report> {
@@ -175,11 +186,12 @@ impl Renderer {
         }
         let log_dir = self.logs.take().map(HostLogs::close);
         let r = &self.report;
-        let ok = r.count(Outcome::is_success);
-        let unreachable = r.count(|o| matches!(o, Outcome::Unreachable { .. }));
-        let interrupted =
-            r.results.iter().filter(|x| x.is_none()).count() + r.count(|o| matches!(o, Outcome::Interrupted));
-        let failed = r.results.len() - ok - unreachable - interrupted;
+        let Tally {
+            ok,
+            failed,
+            unreachable,
+            interrupted,
+        } = r.tally();
         if self.mode == Mode::Json {
             let summary = serde_json::json!({
                 "event": "summary",

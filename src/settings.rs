@@ -71,6 +71,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// One line for a TOML error in a file the operator wrote: toml's own message spans several
+/// lines with a source excerpt; keep its first line and say where.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let first = e.message().lines().next().unwrap_or_default();
+    match e.span() {
+        Some(span) => format!(
+            "{first} (at line {})",
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        ),
+        None => first.to_owned(),
+    }
+}
+
 /// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

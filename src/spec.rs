@@ -118,13 +118,7 @@ impl Spec {
             origin: origin.to_owned(),
             message,
         };
-        let spec: Spec = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| format!(" (line {})", text[..s.start.min(text.len())].matches('\n').count() + 1))
-                .unwrap_or_default();
-            invalid(format!("{}{line}", e.message().lines().next().unwrap_or_default()))
-        })?;
+        let spec: Spec = toml::from_str(text).map_err(|e| invalid(crate::settings::toml_error(text, &e)))?;
         spec.check().map_err(invalid)?;
         Ok(spec)
     }
