@@ -30,18 +30,25 @@ pub struct StoreError {
 
 pub struct KnownHosts {
     path: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// `(host pattern, key)` pairs, read from the file at the first check. Every handshake
+    /// consults these; the file is touched again only to pin a key.
+    entries: Option<Vec<(String, PublicKey)>>,
     /// Host patterns whose pinned keys are replaced at the next contact (`--repin-host-key`).
-    repin: Mutex<HashSet<String>>,
-    /// Serialises appends within this process; `File::lock` covers other processes.
-    write: Mutex<()>,
+    repin: HashSet<String>,
 }
 
 impl KnownHosts {
     pub fn new(path: PathBuf, repin: impl IntoIterator<Item = String>) -> Self {
         KnownHosts {
             path,
-            repin: Mutex::new(repin.into_iter().collect()),
-            write: Mutex::new(()),
+            state: Mutex::new(State {
+                entries: None,
+                repin: repin.into_iter().collect(),
+            }),
         }
     }
 
@@ -52,11 +59,25 @@ impl KnownHosts {
     /// Checks `key` for `pattern` (`host` or `[host]:port`), pinning it on first contact
     /// (or when the operator asked to re-pin this host).
     pub fn check(&self, pattern: &str, key: &PublicKey) -> Result<Verdict, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let err = |source| StoreError {
             path: self.path.clone(),
             source,
         };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let repin = state.repin.remove(pattern);
+        if state.entries.is_none() {
+            let text = match std::fs::read_to_string(&self.path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                r => r.map_err(err)?,
+            };
+            state.entries = Some(parse(&text));
+        }
+        let entries = state.entries.as_mut().expect("loaded above");
+        if !repin && let Some(v) = judge(entries, pattern, key) {
+            return Ok(v);
+        }
+        // Pinning: under the file lock, re-read the file so a key another agent process pinned
+        // meanwhile is judged, not overwritten.
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
@@ -68,68 +89,55 @@ impl KnownHosts {
             .map_err(err)?;
         file.lock().map_err(err)?;
         let text = std::fs::read_to_string(&self.path).map_err(err)?;
-        let presented = fingerprint(key);
-        let repin = self.repin.lock().unwrap_or_else(|e| e.into_inner()).remove(pattern);
+        *entries = parse(&text);
+        let line = entry(pattern, key).map_err(err)?;
+        let fingerprint = fingerprint(key);
         if repin {
             let kept: String = text
                 .lines()
                 .filter(|l| parse_line(l).is_none_or(|(hosts, _)| !hosts.contains(&pattern)))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            // The rename replaces the inode `file` has open, so the new line goes in with it.
             let replaced = kept.len() != text.len();
-            rewrite(&self.path, &(kept + &entry(pattern, key).map_err(err)?)).map_err(err)?;
-            return Ok(Verdict::Pinned {
-                fingerprint: presented,
-                replaced,
-            });
+            rewrite(&self.path, &(kept + &line)).map_err(err)?;
+            entries.retain(|(p, _)| p != pattern);
+            entries.push((pattern.to_owned(), key.clone()));
+            return Ok(Verdict::Pinned { fingerprint, replaced });
         }
-        let pinned: Vec<PublicKey> = text
-            .lines()
-            .filter_map(parse_line)
-            .filter(|(hosts, _)| hosts.contains(&pattern))
-            .map(|(_, k)| k)
-            .collect();
-        if pinned.iter().any(|k| k.key_data() == key.key_data()) {
-            return Ok(Verdict::Known);
-        }
-        if !pinned.is_empty() {
-            return Ok(Verdict::Changed {
-                pinned: pinned.iter().map(fingerprint).collect(),
-                presented,
-            });
+        if let Some(v) = judge(entries, pattern, key) {
+            return Ok(v);
         }
         let mut file = &file;
-        file.write_all(entry(pattern, key).map_err(err)?.as_bytes())
-            .map_err(err)?;
+        file.write_all(line.as_bytes()).map_err(err)?;
         file.sync_data().map_err(err)?;
+        entries.push((pattern.to_owned(), key.clone()));
         Ok(Verdict::Pinned {
-            fingerprint: presented,
+            fingerprint,
             replaced: false,
         })
     }
+}
 
-    /// Removes every key pinned for `pattern` (the host is gone).
-    pub fn forget(&self, pattern: &str) -> Result<bool, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let err = |source| StoreError {
-            path: self.path.clone(),
-            source,
-        };
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return Ok(false);
-        };
-        let kept: String = text
-            .lines()
-            .filter(|l| parse_line(l).is_none_or(|(hosts, _)| !hosts.contains(&pattern)))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let changed = kept.len() != text.len();
-        if changed {
-            rewrite(&self.path, &kept).map_err(err)?;
-        }
-        Ok(changed)
+/// The verdict when keys are on file for `pattern`; `None` when none is (first contact).
+fn judge(entries: &[(String, PublicKey)], pattern: &str, key: &PublicKey) -> Option<Verdict> {
+    let pinned: Vec<&PublicKey> = entries.iter().filter(|(p, _)| p == pattern).map(|(_, k)| k).collect();
+    if pinned.iter().any(|k| k.key_data() == key.key_data()) {
+        Some(Verdict::Known)
+    } else if pinned.is_empty() {
+        None
+    } else {
+        Some(Verdict::Changed {
+            pinned: pinned.into_iter().map(fingerprint).collect(),
+            presented: fingerprint(key),
+        })
     }
+}
+
+fn parse(text: &str) -> Vec<(String, PublicKey)> {
+    text.lines()
+        .filter_map(parse_line)
+        .flat_map(|(hosts, key)| hosts.into_iter().map(move |h| (h.to_owned(), key.clone())))
+        .collect()
 }
 
 pub fn fingerprint(key: &PublicKey) -> String {
@@ -219,6 +227,19 @@ mod tests {
     }
 
     #[test]
+    fn a_key_pinned_by_another_process_meanwhile_is_judged_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kh");
+        let mine = KnownHosts::new(path.clone(), []);
+        assert!(matches!(mine.check("a", &key(1)).unwrap(), Verdict::Pinned { .. }));
+        // Another agent run pins host b after this store read the file.
+        KnownHosts::new(path.clone(), []).check("b", &key(2)).unwrap();
+        assert!(matches!(mine.check("b", &key(3)).unwrap(), Verdict::Changed { .. }));
+        assert_eq!(mine.check("b", &key(2)).unwrap(), Verdict::Known);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+    }
+
+    #[test]
     fn repin_replaces_only_that_host() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kh");
@@ -231,8 +252,16 @@ mod tests {
         ));
         assert_eq!(store.check("a", &key(3)).unwrap(), Verdict::Known);
         assert_eq!(store.check("b", &key(2)).unwrap(), Verdict::Known);
-        assert!(store.forget("a").unwrap());
-        assert!(!store.forget("a").unwrap());
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        // A new store (the next run) reads the re-pinned key from the file.
+        assert_eq!(
+            KnownHosts::new(path.clone(), []).check("a", &key(3)).unwrap(),
+            Verdict::Known
+        );
+        assert!(matches!(
+            KnownHosts::new(path, []).check("a", &key(1)).unwrap(),
+            Verdict::Changed { .. }
+        ));
     }
 }
