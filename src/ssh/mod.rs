@@ -321,7 +321,9 @@ impl SshSession {
         tokio::pin!(deadline);
         let mut exit: Option<Outcome> = None;
         let mut interrupted = false;
-        let mut grace = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+        // After Ctrl-C: how long the command gets to exit before the channel is closed.
+        let grace = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(grace);
         loop {
             tokio::select! {
                 msg = channel.wait() => match msg {
@@ -348,9 +350,9 @@ impl SshSession {
                     // `timeout` on the host forwards TERM to the command's whole process group.
                     let _ = channel.signal(Sig::TERM).await;
                     let _ = channel.eof().await;
-                    grace = Box::pin(tokio::time::sleep(Duration::from_secs(2)));
+                    grace.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
-                _ = &mut grace => {
+                _ = &mut grace, if interrupted => {
                     let _ = channel.close().await;
                     break;
                 }
