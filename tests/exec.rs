@@ -331,6 +331,8 @@ fn wrong_and_badly_protected_keys_fail_clearly() {
     };
     let r = exec(&other);
     assert_eq!(r.code, 3);
+    // Authentication failure is final: no retries until --ssh-wait runs out.
+    assert!(!r.stdout.contains("retrying"), "{}", r.stdout);
     assert!(
         r.stdout.contains(&format!(
             "authentication failed for user ubuntu with key {}",
@@ -477,4 +479,28 @@ fn local_inventory(dir: &std::path::Path) -> std::path::PathBuf {
     let text = "[[hosts]]\nname = \"here\"\naddress = \"localhost\"\ntransport = \"local\"\n";
     std::fs::write(&inventory, text).unwrap();
     inventory
+}
+
+#[test]
+fn a_host_still_booting_is_retried_until_it_answers() {
+    let fleet = Fleet::up("exboot", 1, 10);
+    fleet.host("kill", 0);
+    let state = tempfile::tempdir().unwrap();
+    let mut c = agent(state.path());
+    c.arg("exec").arg("-i").arg(fleet.inventory());
+    c.args(["--json", "--no-logs", "--ssh-wait", "60s", "--", "echo up"])
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    // The refused connection is reported as a retry, not a failure...
+    while !text.contains("retrying for up to 60s") {
+        assert!(out.read_line(&mut text).unwrap() > 0, "agent ended early: {text}");
+    }
+    assert!(child.try_wait().unwrap().is_none());
+    // ...and once sshd is up, the command runs.
+    fleet.host("start", 0);
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{text}");
+    assert!(text.contains(r#""line":"up""#), "{text}");
 }

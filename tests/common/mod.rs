@@ -17,16 +17,7 @@ impl Fleet {
     pub fn up(name: &str, n: usize, subnet: u8) -> Fleet {
         let dir = PathBuf::from(format!("/var/tmp/agent-fleet/test-{name}"));
         let prefix = format!("10.210.{subnet}");
-        let out = Command::new(fleet_script())
-            .args(["up", &n.to_string(), "--name", name, "--subnet", &prefix, "--dir"])
-            .arg(&dir)
-            .output()
-            .expect("run tests/fleet");
-        assert!(
-            out.status.success(),
-            "fleet up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        fleet(&["up", &n.to_string(), "--name", name, "--subnet", &prefix], &dir);
         Fleet {
             name: name.to_owned(),
             dir,
@@ -48,16 +39,7 @@ impl Fleet {
 
     /// Runs a fleet subcommand on host `i` (kill, start, rekey).
     pub fn host(&self, action: &str, i: usize) {
-        let out = Command::new(fleet_script())
-            .args([action, &i.to_string(), "--name", &self.name, "--dir"])
-            .arg(&self.dir)
-            .output()
-            .expect("run tests/fleet");
-        assert!(
-            out.status.success(),
-            "fleet {action} {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        fleet(&[action, &i.to_string(), "--name", &self.name], &self.dir);
     }
 }
 
@@ -69,6 +51,22 @@ impl Drop for Fleet {
             .stdout(Stdio::null())
             .status();
     }
+}
+
+/// Runs `tests/fleet ARGS --dir DIR`, which must succeed.
+fn fleet(args: &[&str], dir: &Path) {
+    let out = Command::new(fleet_script())
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run tests/fleet");
+    assert!(
+        out.status.success(),
+        "tests/fleet {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn fleet_script() -> PathBuf {
