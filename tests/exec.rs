@@ -436,6 +436,21 @@ fn local_hosts_run_without_ssh() {
         !dir.path().join("inventory.known_hosts").exists(),
         "no SSH, no host key"
     );
+
+    // By default each run's logs go to a folder of their own in the state folder.
+    let mut c = agent(dir.path());
+    c.arg("exec")
+        .arg("-i")
+        .arg(&inventory)
+        .args(["--json", "--", "echo logged"]);
+    let ev = events(&run(c).stdout);
+    let logs = std::path::PathBuf::from(ev.last().unwrap()["logs"].as_str().unwrap());
+    assert!(logs.starts_with(dir.path().join("agent/logs")), "{}", logs.display());
+    assert!(
+        std::fs::read_to_string(logs.join("here.log"))
+            .unwrap()
+            .contains("\nlogged\n")
+    );
 }
 
 #[test]
