@@ -25,10 +25,29 @@ pub struct HostPlan {
     pub role: String,
     pub packages: Vec<String>,
     pub files: Vec<FilePlan>,
-    /// Units to enable and start, in order.
-    pub services: Vec<String>,
-    /// URLs that must answer 200 once the services run.
-    pub health: Vec<String>,
+    /// Services to enable and start, in order.
+    pub services: Vec<ServicePlan>,
+    /// HTTP checks that must pass once the services run.
+    pub health: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePlan {
+    /// The systemd unit (`agent-web.service`); also the service's name under agent's supervisor.
+    pub unit: String,
+    /// What agent's supervisor runs on hosts without systemd as PID 1.
+    pub command: Vec<String>,
+}
+
+/// `GET path` on the host's `port` must answer `status`. Asked from the host itself (through
+/// the SSH connection), so firewalls between agent and the port do not matter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub port: u16,
+    pub path: String,
+    pub status: u16,
+    /// The service whose log explains a failure.
+    pub service: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +77,9 @@ pub enum PlanError {
     )]
     Balancer { spec: String, role: String, found: usize },
 }
+
+/// Where agent's supervisor runs HAProxy in the foreground (master-worker, like its unit).
+const HAPROXY_CONFIG: &str = "/etc/haproxy/haproxy.cfg";
 
 /// The binary a program is installed as.
 pub fn binary(program: Program) -> &'static str {
@@ -97,14 +119,19 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
         let bin = binary(role.program);
         for host in by_role(hosts, role_name) {
             let per_port = role.ports.len() > 1;
-            let mut args = vec![Word::Literal("--port".into())];
-            args.push(if per_port {
-                Word::Specifier("%i")
-            } else {
-                Word::Literal(role.ports[0].to_string())
-            });
+            let args = vec![
+                Word::Literal("--port".into()),
+                if per_port {
+                    Word::Specifier("%i")
+                } else {
+                    Word::Literal(role.ports[0].to_string())
+                },
+            ];
+            // Per-host values live in the environment file, so every host of a role shares
+            // one unit and one run script.
+            let mut env = vec![("AGENT_DEPLOYMENT".to_owned(), spec.name.clone())];
             if role.program == Program::Web {
-                args.extend([Word::Literal("--name".into()), Word::Literal(host.name.clone())]);
+                env.push(("AGENT_WEB_NAME".into(), host.name.clone()));
             }
             let unit = ServiceUnit {
                 deployment: spec.name.clone(),
@@ -112,7 +139,15 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                 args,
                 per_port,
             };
-            let services = unit.instances(&role.ports);
+            let units = unit.instances(&role.ports);
+            let services: Vec<ServicePlan> = units
+                .iter()
+                .zip(&role.ports)
+                .map(|(u, &port)| ServicePlan {
+                    unit: u.clone(),
+                    command: unit.supervised_command(port),
+                })
+                .collect();
             plans.push(HostPlan {
                 host: host.name.clone(),
                 address: host.address.clone(),
@@ -123,19 +158,37 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                         path: format!("{}/{bin}", unit::BIN_DIR),
                         mode: 0o755,
                         source: Source::Program(bin),
-                        restarts: services.clone(),
+                        restarts: units.clone(),
                     },
                     FilePlan {
                         path: format!("/etc/systemd/system/{}", unit.file_name()),
                         mode: 0o644,
                         source: Source::Text(unit.render()),
-                        restarts: services.clone(),
+                        restarts: units.clone(),
+                    },
+                    FilePlan {
+                        path: unit.env_file(),
+                        mode: 0o644,
+                        source: Source::Text(unit.render_env(&env)),
+                        restarts: units.clone(),
+                    },
+                    FilePlan {
+                        path: unit.run_script(),
+                        mode: 0o755,
+                        source: Source::Text(unit.render_run_script()),
+                        restarts: units.clone(),
                     },
                 ],
                 health: role
                     .ports
                     .iter()
-                    .map(|p| format!("http://{}:{p}{}", host.address, role.health))
+                    .zip(&units)
+                    .map(|(&port, u)| HealthCheck {
+                        port,
+                        path: role.health.clone(),
+                        status: 200,
+                        service: u.clone(),
+                    })
                     .collect(),
                 services,
             });
@@ -177,13 +230,25 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
             role: b.role.clone(),
             packages: vec!["haproxy".into()],
             files: vec![FilePlan {
-                path: "/etc/haproxy/haproxy.cfg".into(),
+                path: HAPROXY_CONFIG.into(),
                 mode: 0o644,
                 source: Source::Text(config.text()),
                 restarts: vec!["haproxy.service".into()],
             }],
-            services: vec!["haproxy.service".into()],
-            health: vec![],
+            services: vec![ServicePlan {
+                unit: "haproxy.service".into(),
+                command: ["/usr/sbin/haproxy", "-W", "-db", "-f", HAPROXY_CONFIG]
+                    .map(String::from)
+                    .into(),
+            }],
+            // The fixed 404 of an unrouted path shows HAProxy runs this config, whether or
+            // not the backends are up yet.
+            health: vec![HealthCheck {
+                port: b.port,
+                path: "/".into(),
+                status: 404,
+                service: "haproxy.service".into(),
+            }],
         });
     }
     Ok(Plan {
@@ -208,10 +273,14 @@ impl fmt::Display for Plan {
                 writeln!(f, "  upload   {} (mode {:o}; {what})", file.path, file.mode)?;
             }
             for s in &h.services {
-                writeln!(f, "  start    {s}")?;
+                writeln!(f, "  start    {}", s.unit)?;
             }
-            for url in &h.health {
-                writeln!(f, "  check    GET {url} answers 200")?;
+            for c in &h.health {
+                writeln!(
+                    f,
+                    "  check    GET http://{}:{}{} answers {}",
+                    h.address, c.port, c.path, c.status
+                )?;
             }
         }
         Ok(())
@@ -248,17 +317,29 @@ mod tests {
         assert_eq!(plan.hosts.len(), 10);
         let c1 = &plan.hosts[0];
         assert_eq!((c1.host.as_str(), c1.role.as_str()), ("c1-0", "cluster1"));
-        assert_eq!(c1.services, ["agent-web.service"]);
-        assert_eq!(c1.health, ["http://10.200.0.4:80/health"]);
+        assert_eq!(
+            c1.services,
+            [ServicePlan {
+                unit: "agent-web.service".into(),
+                command: vec!["/opt/agent/run/agent-web".into()]
+            }]
+        );
+        assert_eq!((c1.health[0].port, c1.health[0].path.as_str()), (80, "/health"));
         assert_eq!(c1.files[0].source, Source::Program("agent-web"));
         assert_eq!(c1.files[0].path, "/opt/agent/bin/agent-web");
         let Source::Text(unit) = &c1.files[1].source else {
             panic!()
         };
         assert!(
-            unit.contains("ExecStart=/opt/agent/bin/agent-web --port 80 --name c1-0\n"),
+            unit.contains("ExecStart=/opt/agent/bin/agent-web --port 80\n"),
             "{unit}"
         );
+        assert_eq!(c1.files[2].path, "/etc/agent/agent-web.env");
+        let Source::Text(env) = &c1.files[2].source else {
+            panic!()
+        };
+        assert!(env.ends_with("\nAGENT_DEPLOYMENT=\"clusters\"\nAGENT_WEB_NAME=\"c1-0\"\n"), "{env}");
+        assert_eq!((c1.files[3].path.as_str(), c1.files[3].mode), ("/opt/agent/run/agent-web", 0o755));
         let lb = plan.hosts.last().unwrap();
         assert_eq!(
             (lb.host.as_str(), lb.packages.as_slice()),
@@ -275,6 +356,7 @@ mod tests {
             text.contains("  check    GET http://10.200.0.12:80/health answers 200\n"),
             "{text}"
         );
+        assert!(text.contains("  check    GET http://10.200.0.13:80/ answers 404\n"), "{text}");
     }
 
     #[test]
@@ -283,11 +365,14 @@ mod tests {
         hosts.extend((0..4).map(|i| host(&format!("w{i}"), 5 + i, "worker")));
         let plan = build(&Spec::load("inference").unwrap(), &hosts).unwrap();
         let w = plan.hosts.iter().find(|h| h.host == "w0").unwrap();
-        assert_eq!(w.services, ["agent-worker@5000.service", "agent-worker@5001.service"]);
+        let units: Vec<_> = w.services.iter().map(|s| s.unit.as_str()).collect();
+        assert_eq!(units, ["agent-worker@5000.service", "agent-worker@5001.service"]);
+        assert_eq!(w.services[1].command, ["/opt/agent/run/agent-worker", "5001"]);
         assert_eq!(w.files[1].path, "/etc/systemd/system/agent-worker@.service");
+        let checks: Vec<_> = w.health.iter().map(|c| (c.port, c.service.as_str())).collect();
         assert_eq!(
-            w.health,
-            ["http://10.200.0.5:5000/health", "http://10.200.0.5:5001/health"]
+            checks,
+            [(5000, "agent-worker@5000.service"), (5001, "agent-worker@5001.service")]
         );
     }
 

@@ -1,5 +1,6 @@
-//! systemd units for the remote programs, rendered from `remote/templates/` (askama, compiled
-//! in). Pure: a unit is a value and its text; nothing here touches a host.
+//! How a remote program runs as a service: its systemd unit, its environment file and the
+//! run script agent's own supervisor uses on hosts without systemd. Rendered from
+//! `remote/templates/` (askama, compiled in). Pure: nothing here touches a host.
 
 use askama::Template;
 
@@ -7,6 +8,8 @@ use askama::Template;
 pub const BIN_DIR: &str = "/opt/agent/bin";
 /// Where each program's environment file goes.
 pub const ENV_DIR: &str = "/etc/agent";
+/// Where the run scripts for agent's supervisor go.
+pub const RUN_DIR: &str = "/opt/agent/run";
 
 /// One word of an `ExecStart=` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,23 @@ struct UnitFile<'a> {
     env_file: String,
 }
 
+#[derive(Template)]
+#[template(path = "program.run", escape = "none")]
+struct RunScript<'a> {
+    deployment: &'a str,
+    binary: &'a str,
+    per_port: bool,
+    env_file: String,
+    command: String,
+}
+
+#[derive(Template)]
+#[template(path = "program.env", escape = "none")]
+struct EnvFile<'a> {
+    deployment: &'a str,
+    lines: Vec<String>,
+}
+
 impl ServiceUnit {
     /// The unit file's name under /etc/systemd/system.
     pub fn file_name(&self) -> String {
@@ -60,6 +80,54 @@ impl ServiceUnit {
 
     pub fn env_file(&self) -> String {
         format!("{ENV_DIR}/{}.env", self.binary)
+    }
+
+    pub fn run_script(&self) -> String {
+        format!("{RUN_DIR}/{}", self.binary)
+    }
+
+    /// The command agent's supervisor runs for one instance (`port` for a template unit).
+    pub fn supervised_command(&self, port: u16) -> Vec<String> {
+        let mut argv = vec![self.run_script()];
+        if self.per_port {
+            argv.push(port.to_string());
+        }
+        argv
+    }
+
+    /// The run script: the unit's `ExecStart=` as a POSIX shell script, the environment file
+    /// read the same way, and the instance's port as `$1`.
+    pub fn render_run_script(&self) -> String {
+        let command = std::iter::once(Word::Literal(format!("{BIN_DIR}/{}", self.binary)))
+            .chain(self.args.iter().cloned())
+            .map(|w| match w {
+                Word::Literal(s) => crate::command::quote(&s),
+                Word::Specifier("%i") => "\"$1\"".to_owned(),
+                Word::Specifier(other) => panic!("no shell equivalent for the specifier {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        RunScript {
+            deployment: &self.deployment,
+            binary: &self.binary,
+            per_port: self.per_port,
+            env_file: crate::command::quote(&self.env_file()),
+            command,
+        }
+        .render()
+        .expect("the run script template has no fallible parts")
+            + "\n"
+    }
+
+    /// The environment file: one `KEY="value"` line per variable, read alike by systemd's
+    /// `EnvironmentFile=` and by `sh` in the run script.
+    pub fn render_env(&self, vars: &[(String, String)]) -> String {
+        EnvFile {
+            deployment: &self.deployment,
+            lines: vars.iter().map(|(k, v)| env_line(k, v).trim_end().to_owned()).collect(),
+        }
+        .render()
+        .expect("the env template has no fallible parts")
     }
 
     pub fn render(&self) -> String {
@@ -188,6 +256,48 @@ mod tests {
         assert_eq!(quote("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
         assert_eq!(quote(""), "\"\"");
         assert_eq!(env_line("NAME", "a \"b\" $x"), "NAME=\"a \\\"b\\\" \\$x\"\n");
+    }
+
+    #[test]
+    fn snapshot_of_the_run_scripts_and_env_file() {
+        assert_eq!(
+            web().render_run_script(),
+            "#!/bin/sh\n\
+             # Written by agent for deployment clusters; the next deploy overwrites local changes.\n\
+             # Runs agent-web the way its systemd unit does, for hosts where agent supervises\n\
+             # programs itself (no systemd as PID 1).\n\
+             set -a\n\
+             [ ! -r /etc/agent/agent-web.env ] || . /etc/agent/agent-web.env\n\
+             set +a\n\
+             exec /opt/agent/bin/agent-web --port 80 --name 'web 1'\n"
+        );
+        let w = worker().render_run_script();
+        assert!(w.contains("programs itself (no systemd as PID 1). Argument: the port.\n"), "{w}");
+        assert!(w.ends_with("\nexec /opt/agent/bin/agent-worker --port \"$1\"\n"), "{w}");
+        assert_eq!(worker().supervised_command(5001), ["/opt/agent/run/agent-worker", "5001"]);
+        assert_eq!(web().supervised_command(80), ["/opt/agent/run/agent-web"]);
+        assert_eq!(
+            web().render_env(&[("AGENT_WEB_NAME".into(), "it's \"1\"".into())]),
+            "# Written by agent for deployment clusters; read by the systemd unit and the run script.\n\
+             AGENT_WEB_NAME=\"it's \\\"1\\\"\"\n"
+        );
+    }
+
+    /// The run script runs under sh as written: `sh -n` parses it, and it execs with the
+    /// environment file's values.
+    #[test]
+    fn run_script_reads_its_env_file_in_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("x.env");
+        let unit = web();
+        std::fs::write(&env, unit.render_env(&[("V".into(), "a \"b\" $c `d`".into())])).unwrap();
+        // The real script with its paths swapped for the temporary ones.
+        let script = unit
+            .render_run_script()
+            .replace("/etc/agent/agent-web.env", env.to_str().unwrap())
+            .replace("exec /opt/agent/bin/agent-web", "exec printf '%s|' \"$V\"");
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a \"b\" $c `d`|--port|80|--name|web 1|");
     }
 
     /// systemd itself checks every unit agent writes (as it will on the host).
