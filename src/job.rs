@@ -106,7 +106,7 @@ async fn run_in(
     output: &mut Output,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let outcome = session.exec(command, output, cancel).await;
+    let outcome = session.exec(command, &[], output, cancel).await;
     session.close().await;
     outcome
 }

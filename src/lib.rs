@@ -22,6 +22,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod artifact;
 pub mod balancer;
 pub mod cli;
 pub mod command;
@@ -34,6 +35,7 @@ pub mod session;
 pub mod settings;
 pub mod spec;
 pub mod ssh;
+pub mod step;
 pub mod unit;
 
 use tokio::sync::mpsc;

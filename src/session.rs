@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::process::Stdio;
 
-use tokio::io::AsyncReadExt;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -12,24 +13,35 @@ use crate::command::RemoteCommand;
 use crate::event::{Event, HostId, LineSplitter, Outcome, Stream};
 
 pub trait Session: Send {
-    /// Runs one command to its end, streaming its output. Every way it can end is an
-    /// [`Outcome`]; none waits longer than the command's own deadline.
+    /// Runs one command to its end, writing `input` to its stdin (then end-of-file) while
+    /// streaming its output. Every way it can end is an [`Outcome`]; none waits longer than
+    /// the command's own deadline.
     fn exec(
         &mut self,
         command: &RemoteCommand,
+        input: &[Bytes],
         output: &mut Output,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Outcome> + Send;
 
+    /// A TCP connection to `port` on the host's loopback, made from the host itself (over
+    /// SSH: a direct-tcpip channel), for health checks.
+    fn connect_port(&mut self, port: u16) -> impl Future<Output = std::io::Result<Box<dyn Duplex>>> + Send;
+
     fn close(self) -> impl Future<Output = ()> + Send;
 }
 
-/// Turns a host's byte streams into [`Event::Line`]s.
+/// A byte stream both ways (a TCP socket, an SSH channel).
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// Turns a host's byte streams into [`Event::Line`]s, or keeps stdout lines for the caller.
 pub struct Output {
     host: HostId,
     tx: mpsc::Sender<Event>,
     stdout: LineSplitter,
     stderr: LineSplitter,
+    captured: Option<Vec<String>>,
 }
 
 impl Output {
@@ -39,7 +51,19 @@ impl Output {
             tx,
             stdout: LineSplitter::default(),
             stderr: LineSplitter::default(),
+            captured: None,
         }
+    }
+
+    /// From now on stdout lines are kept (see [`Output::take_captured`]), not sent; stderr
+    /// still is.
+    pub fn capture(&mut self) {
+        self.captured = Some(Vec::new());
+    }
+
+    /// The stdout lines kept since [`Output::capture`]; sends stdout again from now on.
+    pub fn take_captured(&mut self) -> Vec<String> {
+        self.captured.take().unwrap_or_default()
     }
 
     pub async fn chunk(&mut self, stream: Stream, bytes: &[u8]) {
@@ -76,7 +100,11 @@ impl Output {
             .await;
     }
 
-    async fn send(&self, stream: Stream, line: String) {
+    async fn send(&mut self, stream: Stream, line: String) {
+        if let (Stream::Stdout, Some(kept)) = (stream, &mut self.captured) {
+            kept.push(line);
+            return;
+        }
         // A closed receiver means the renderer is gone (shutdown): output has nowhere to go.
         let _ = self
             .tx
@@ -101,11 +129,17 @@ pub fn outcome_of_exit(code: u32) -> Outcome {
 pub struct LocalSession;
 
 impl Session for LocalSession {
-    async fn exec(&mut self, command: &RemoteCommand, output: &mut Output, cancel: &CancellationToken) -> Outcome {
+    async fn exec(
+        &mut self,
+        command: &RemoteCommand,
+        input: &[Bytes],
+        output: &mut Output,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         let child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command.render())
-            .stdin(Stdio::null())
+            .stdin(if input.is_empty() { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -120,6 +154,20 @@ impl Session for LocalSession {
         };
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
+        let stdin = child.stdin.take();
+        let input: Vec<Bytes> = input.to_vec();
+        // Written beside the reads: a command that fails early must not leave us blocked on
+        // a full pipe. Write errors mean the command stopped reading; its exit status says why.
+        let feed = tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
+                for chunk in input {
+                    if stdin.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let _feed = AbortOnDrop(feed);
         let (mut obuf, mut ebuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
         let (mut odone, mut edone) = (false, false);
         let deadline = tokio::time::sleep(command.client_deadline());
@@ -170,5 +218,18 @@ impl Session for LocalSession {
         }
     }
 
+    async fn connect_port(&mut self, port: u16) -> std::io::Result<Box<dyn Duplex>> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        Ok(Box::new(stream))
+    }
+
     async fn close(self) {}
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -10,6 +10,7 @@ pub mod known_hosts;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use russh::client::{self, AuthResult, DisconnectReason, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Sig};
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command::RemoteCommand;
 use crate::event::{Outcome, Stream};
 use crate::inventory::Host;
-use crate::session::{Output, Session, outcome_of_exit};
+use crate::session::{Duplex, Output, Session, outcome_of_exit};
 use key::ClientKey;
 use known_hosts::{KnownHosts, Verdict};
 
@@ -293,10 +294,11 @@ impl SshSession {
     async fn exec_inner(
         &mut self,
         command: &RemoteCommand,
+        input: &[Bytes],
         output: &mut Output,
         cancel: &CancellationToken,
     ) -> Outcome {
-        let mut channel = match self.handle.channel_open_session().await {
+        let channel = match self.handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) => {
                 return Outcome::Unreachable {
@@ -316,6 +318,27 @@ impl SshSession {
                 reason: format!("exec request failed: {}", lower(&e)),
             };
         }
+        // Reading and writing go on side by side: a command that fails early while we still
+        // send would otherwise leave both ends waiting (and an undrained channel stalls the
+        // whole connection).
+        let (mut reader, channel) = channel.split();
+        let channel = Arc::new(channel);
+        let feed = {
+            let (channel, input) = (channel.clone(), input.to_vec());
+            async move {
+                if input.is_empty() {
+                    return;
+                }
+                for chunk in input {
+                    if channel.data_bytes(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = channel.eof().await;
+            }
+        };
+        tokio::pin!(feed);
+        let mut fed = false;
         let started = tokio::time::Instant::now();
         let deadline = tokio::time::sleep(command.client_deadline());
         tokio::pin!(deadline);
@@ -326,7 +349,8 @@ impl SshSession {
         tokio::pin!(grace);
         loop {
             tokio::select! {
-                msg = channel.wait() => match msg {
+                _ = &mut feed, if !fed => fed = true,
+                msg = reader.wait() => match msg {
                     Some(ChannelMsg::Data { data }) => output.chunk(Stream::Stdout, &data).await,
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => output.chunk(Stream::Stderr, &data).await,
                     Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(outcome_of_exit(exit_status)),
@@ -374,8 +398,23 @@ impl SshSession {
 }
 
 impl Session for SshSession {
-    async fn exec(&mut self, command: &RemoteCommand, output: &mut Output, cancel: &CancellationToken) -> Outcome {
-        self.exec_inner(command, output, cancel).await
+    async fn exec(
+        &mut self,
+        command: &RemoteCommand,
+        input: &[Bytes],
+        output: &mut Output,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        self.exec_inner(command, input, output, cancel).await
+    }
+
+    async fn connect_port(&mut self, port: u16) -> std::io::Result<Box<dyn Duplex>> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip("127.0.0.1", u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| std::io::Error::other(format!("ssh forwarding to port {port}: {}", lower(&e))))?;
+        Ok(Box::new(channel.into_stream()))
     }
 
     async fn close(self) {

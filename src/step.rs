@@ -1,0 +1,647 @@
+//! The remote side of a deployment's steps, as pure values: the scripts `deploy` runs on a
+//! host and the parsing of what they print. Nothing here touches a host; every script is
+//! unit-tested as text and run under `sh` in tests.
+//!
+//! Every script runs through `sudo -n` (see [`RemoteCommand::sudo`]): deployed files are
+//! root's, and a password prompt would hang.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::command::{RemoteCommand, quote};
+use crate::plan::{HostPlan, ServicePlan};
+
+/// Where agent's supervisor keeps pid files and logs on hosts without systemd.
+pub const SUPERVISOR_RUN_DIR: &str = "/var/lib/agent/run";
+pub const SUPERVISOR_LOG_DIR: &str = "/var/log/agent";
+/// The name the supervisor's loop shell runs under (`$0`), so its pid file is checked
+/// against the right process even after a pid is reused.
+const SUPERVISE: &str = "agent-supervise";
+
+/// Limits of each step on the host (enforced there by `timeout`).
+pub const INSPECT_LIMIT: Duration = Duration::from_secs(30);
+pub const READY_LIMIT: Duration = Duration::from_secs(600);
+pub const PACKAGES_LIMIT: Duration = Duration::from_secs(900);
+pub const SERVICES_LIMIT: Duration = Duration::from_secs(120);
+/// How long apt waits for another apt (unattended-upgrades at boot) to release the dpkg lock.
+const DPKG_LOCK_WAIT: u32 = 300;
+
+/// How services are run on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// systemd is PID 1: units, `systemctl`, the journal.
+    Systemd,
+    /// No systemd (containers, the local fleet): agent starts each program under a restart
+    /// loop in its own session, with a pid file and a log file.
+    Supervisor,
+}
+
+/// What the inspect script found on a host, in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub init: Init,
+    pub cloud_init: bool,
+    pub apt: bool,
+    pub missing_packages: Vec<String>,
+    /// sha256 of each planned file that exists, by path.
+    pub checksums: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceState {
+    pub active: bool,
+    /// Always true under the supervisor, which has no boot-time enabling.
+    pub enabled: bool,
+}
+
+/// One script that reports everything a deploy decides on: init system, cloud-init, apt,
+/// missing packages, checksums of the planned files, state of the planned services.
+pub fn inspect(plan: &HostPlan) -> RemoteCommand {
+    let mut s = String::from(
+        "if [ -d /run/systemd/system ]; then init=systemd; else init=supervisor; fi\n\
+         echo \"init $init\"\n\
+         if command -v cloud-init >/dev/null 2>&1; then echo 'cloud-init yes'; else echo 'cloud-init no'; fi\n\
+         if command -v apt-get >/dev/null 2>&1; then echo 'apt yes'; else echo 'apt no'; fi\n",
+    );
+    for p in &plan.packages {
+        let q = quote(p);
+        let _ = writeln!(
+            s,
+            "if dpkg-query -W -f='${{Status}}' {q} 2>/dev/null | grep -q ' installed$'; then :; else echo package-missing {q}; fi"
+        );
+    }
+    for f in &plan.files {
+        let q = quote(&f.path);
+        let _ = writeln!(
+            s,
+            "if [ -f {q} ]; then echo \"file $(sha256sum < {q} | cut -c1-64) \"{q}; fi"
+        );
+    }
+    for svc in &plan.services {
+        let u = quote(&svc.unit);
+        let _ = writeln!(
+            s,
+            "if [ $init = systemd ]; then a=$(systemctl is-active {u} 2>/dev/null); e=$(systemctl is-enabled {u} 2>/dev/null); \
+             else a=inactive; e=enabled; p=$(cat {pid} 2>/dev/null) && {alive} && a=active; fi\n\
+             echo \"service ${{a:-unknown}} ${{e:-disabled}} \"{u}",
+            pid = quote(&pid_file(&svc.unit)),
+            alive = supervised_alive("$p", &svc.unit),
+        );
+    }
+    RemoteCommand::new(s, INSPECT_LIMIT).sudo(true)
+}
+
+/// Shell test (dash's `kill` takes no `--`): pid `$var` leads a live process group whose leader is the supervisor loop
+/// of `unit` (not an unrelated process that reuses the pid).
+fn supervised_alive(var: &str, unit: &str) -> String {
+    let needle = if unit.starts_with('$') {
+        format!("\"{SUPERVISE} {unit} \"")
+    } else {
+        quote(&format!("{SUPERVISE} {unit} "))
+    };
+    format!("kill -0 -{var} 2>/dev/null && tr '\\0' ' ' < /proc/{var}/cmdline 2>/dev/null | grep -qF {needle}")
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unexpected answer from the inspect script: {0:?}")]
+pub struct FactsError(String);
+
+/// Parses the inspect script's output.
+pub fn parse_facts(lines: &[String]) -> Result<Facts, FactsError> {
+    let mut facts = Facts {
+        init: Init::Supervisor,
+        cloud_init: false,
+        apt: false,
+        missing_packages: Vec::new(),
+        checksums: BTreeMap::new(),
+        services: BTreeMap::new(),
+    };
+    let mut saw_init = false;
+    for line in lines {
+        let bad = || FactsError(line.clone());
+        let (key, rest) = line.split_once(' ').ok_or_else(bad)?;
+        match key {
+            "init" => {
+                saw_init = true;
+                facts.init = match rest {
+                    "systemd" => Init::Systemd,
+                    "supervisor" => Init::Supervisor,
+                    _ => return Err(bad()),
+                }
+            }
+            "cloud-init" => facts.cloud_init = rest == "yes",
+            "apt" => facts.apt = rest == "yes",
+            "package-missing" => facts.missing_packages.push(rest.to_owned()),
+            "file" => {
+                let (sum, path) = rest.split_once(' ').ok_or_else(bad)?;
+                if sum.len() != 64 {
+                    return Err(bad());
+                }
+                facts.checksums.insert(path.to_owned(), sum.to_owned());
+            }
+            "service" => {
+                let mut parts = rest.splitn(3, ' ');
+                let (active, enabled, unit) = (parts.next(), parts.next(), parts.next().ok_or_else(bad)?);
+                facts.services.insert(
+                    unit.to_owned(),
+                    ServiceState {
+                        active: active == Some("active"),
+                        enabled: enabled == Some("enabled"),
+                    },
+                );
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if !saw_init {
+        return Err(FactsError("no output".into()));
+    }
+    Ok(facts)
+}
+
+/// Waits for cloud-init to finish its first boot (only where cloud-init exists). Exit 2 is
+/// "done, with recoverable errors": the instance is usable.
+pub fn ready() -> RemoteCommand {
+    RemoteCommand::new(
+        "cloud-init status --wait >/dev/null; rc=$?; \
+         if [ $rc -eq 0 ] || [ $rc -eq 2 ]; then exit 0; fi; cloud-init status --long >&2; exit $rc",
+        READY_LIMIT,
+    )
+    .sudo(true)
+}
+
+/// Installs packages with apt, waiting for the dpkg lock instead of failing on it, and never
+/// asking a question (keeping configuration files agent may already have written).
+pub fn install_packages(packages: &[String]) -> RemoteCommand {
+    let opts = format!("-q -o DPkg::Lock::Timeout={DPKG_LOCK_WAIT}");
+    let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+    RemoteCommand::new(
+        format!(
+            "export DEBIAN_FRONTEND=noninteractive; set -e; apt-get {opts} update; \
+             apt-get {opts} -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+             install --no-install-recommends -- {}",
+            names.join(" ")
+        ),
+        PACKAGES_LIMIT,
+    )
+    .sudo(true)
+}
+
+/// One file to write: its bytes follow on the script's stdin, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub path: String,
+    pub mode: u32,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Writes every file atomically and all-or-nothing: each goes to a temporary file beside its
+/// target, is checked against its sha256 (a short or corrupt stream is refused), given its
+/// mode and root's ownership, and fsynced; only when all are in place are they renamed over
+/// their targets. Whatever goes wrong before that, the temporary files are removed and no
+/// target has changed.
+pub fn upload(files: &[Upload], limit: Duration) -> RemoteCommand {
+    let n = files.len();
+    let vars: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let mut s = String::from("set -eu\numask 077\n");
+    let _ = writeln!(
+        s,
+        "{}\ntrap 'rm -f -- {}' EXIT\ntrap 'exit 143' TERM HUP INT",
+        vars.iter().map(|v| format!("{v}=")).collect::<Vec<_>>().join(" "),
+        vars.iter()
+            .map(|v| format!("${{{v}:+\"${v}\"}}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut dirs = BTreeSet::new();
+    for (f, v) in files.iter().zip(&vars) {
+        let (dir, name) = f.path.rsplit_once('/').expect("plan paths are absolute");
+        let dir = if dir.is_empty() { "/" } else { dir };
+        dirs.insert(dir);
+        let _ = writeln!(
+            s,
+            "mkdir -p -- {qd}\n{v}=$(mktemp -- {tmp})\n\
+             head -c {size} > \"${v}\"\n\
+             if [ \"$(sha256sum < \"${v}\" | cut -c1-64)\" != {sum} ]; then \
+             echo \"agent: {shown}: received $(wc -c < \"${v}\") of {size} bytes, or they differ from what was sent (sha256)\" >&2; exit 1; fi\n\
+             chmod {mode:o} \"${v}\"\nchown 0:0 \"${v}\"",
+            qd = quote(dir),
+            tmp = quote(&format!("{dir}/.{name}.agent-XXXXXX")),
+            size = f.size,
+            sum = f.sha256,
+            shown = f.path.replace(['"', '\\', '$', '`'], "?"),
+            mode = f.mode,
+        );
+    }
+    if n > 0 {
+        let _ = writeln!(
+            s,
+            "sync -- {}",
+            vars.iter().map(|v| format!("\"${v}\"")).collect::<Vec<_>>().join(" ")
+        );
+    }
+    for (f, v) in files.iter().zip(&vars) {
+        let _ = writeln!(s, "mv -f -- \"${v}\" {}; {v}=", quote(&f.path));
+    }
+    // The renames themselves become durable with their directories.
+    if !dirs.is_empty() {
+        let _ = writeln!(
+            s,
+            "sync -- {}",
+            dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ")
+        );
+    }
+    RemoteCommand::new(s, limit).sudo(true)
+}
+
+/// What the services step does on one host; decided from the plan, the facts and the
+/// changed files, so it can be reported before it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceActions {
+    pub daemon_reload: bool,
+    pub enable: Vec<String>,
+    pub restart: Vec<String>,
+    pub start: Vec<String>,
+    /// Every planned service, checked to be running at the end.
+    pub check: Vec<String>,
+}
+
+impl ServiceActions {
+    /// `changed_units`: unit files that were uploaded; `restart`: services whose files
+    /// changed (now or in an earlier run that did not get to restart them).
+    pub fn decide(
+        services: &[ServicePlan],
+        facts: &Facts,
+        unit_files_changed: bool,
+        restart: &BTreeSet<String>,
+    ) -> Self {
+        let mut a = ServiceActions {
+            daemon_reload: facts.init == Init::Systemd && unit_files_changed,
+            ..Default::default()
+        };
+        for svc in services {
+            let state = facts.services.get(&svc.unit).copied().unwrap_or_default();
+            if facts.init == Init::Systemd && !state.enabled {
+                a.enable.push(svc.unit.clone());
+            }
+            if restart.contains(&svc.unit) && state.active {
+                a.restart.push(svc.unit.clone());
+            } else if !state.active {
+                a.start.push(svc.unit.clone());
+            }
+            a.check.push(svc.unit.clone());
+        }
+        a
+    }
+
+    pub fn is_noop(&self) -> bool {
+        !self.daemon_reload && self.enable.is_empty() && self.restart.is_empty() && self.start.is_empty()
+    }
+
+    /// "restarted a, b; started c", or "all running, nothing changed".
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.restart.is_empty() {
+            parts.push(format!("restarted {}", self.restart.join(", ")));
+        }
+        if !self.start.is_empty() {
+            parts.push(format!("started {}", self.start.join(", ")));
+        }
+        if parts.is_empty() {
+            parts.push(format!("{} running, nothing to restart", self.check.len()));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Applies [`ServiceActions`] and checks every service runs.
+pub fn services(init: Init, actions: &ServiceActions, plans: &[ServicePlan]) -> RemoteCommand {
+    let mut s = String::from("set -e\n");
+    let words = |units: &[String]| units.iter().map(|u| quote(u)).collect::<Vec<_>>().join(" ");
+    match init {
+        Init::Systemd => {
+            if actions.daemon_reload {
+                s.push_str("systemctl daemon-reload\n");
+            }
+            if !actions.enable.is_empty() {
+                let _ = writeln!(s, "systemctl enable --quiet -- {}", words(&actions.enable));
+            }
+            if !actions.restart.is_empty() {
+                let _ = writeln!(s, "systemctl restart -- {}", words(&actions.restart));
+            }
+            if !actions.start.is_empty() {
+                let _ = writeln!(s, "systemctl start -- {}", words(&actions.start));
+            }
+            for u in &actions.check {
+                let _ = writeln!(
+                    s,
+                    "if ! st=$(systemctl is-active -- {q}); then echo \"agent: {u} is $st\" >&2; {log}; exit 1; fi",
+                    q = quote(u),
+                    log = log_tail(Init::Systemd, u, 20),
+                );
+            }
+        }
+        Init::Supervisor => {
+            let _ = writeln!(
+                s,
+                "mkdir -p {SUPERVISOR_RUN_DIR} {SUPERVISOR_LOG_DIR}\n\
+                 # stop PIDFILE UNIT: TERM to the loop's whole group (the program too), KILL after 15 s.\n\
+                 stop() {{ p=$(cat \"$1\" 2>/dev/null) || return 0\n\
+                 case $p in ''|*[!0-9]*|0|1) rm -f -- \"$1\"; return 0;; esac\n\
+                 {alive} || {{ rm -f -- \"$1\"; return 0; }}\n\
+                 kill -TERM -$p 2>/dev/null || true\n\
+                 i=0; while kill -0 -$p 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done\n\
+                 kill -KILL -$p 2>/dev/null || true; rm -f -- \"$1\"; }}\n\
+                 # Restart=always: the loop restarts the program a second after it exits.\n\
+                 start() {{ pf=$1; log=$2; shift 2\n\
+                 setsid sh -c 'u=$1; shift; while :; do \"$@\"; echo \"{SUPERVISE}: $u exited ($?); restarting in 1s\" >&2; sleep 1; done' \
+                 {SUPERVISE} \"$@\" </dev/null >>\"$log\" 2>&1 &\n\
+                 echo $! > \"$pf\"; }}",
+                alive = supervised_alive("$p", "$2"),
+            );
+            let by_unit = |u: &str| plans.iter().find(|p| p.unit == u).expect("actions come from these plans");
+            for u in actions.restart.iter().chain(&actions.start) {
+                let p = by_unit(u);
+                let argv: Vec<String> = p.command.iter().map(|w| quote(w)).collect();
+                let _ = writeln!(
+                    s,
+                    "stop {pf} {q}; start {pf} {log} {q} {argv}",
+                    pf = quote(&pid_file(u)),
+                    log = quote(&log_file(u)),
+                    q = quote(u),
+                    argv = argv.join(" "),
+                );
+            }
+            for u in &actions.check {
+                let _ = writeln!(
+                    s,
+                    // The loop gets its own session a moment after `start` returns.
+                    "p=$(cat {pf} 2>/dev/null) || p=none; i=0\n\
+                     until {alive}; do if [ $i -ge 30 ]; then echo \"agent: {u} is not running\" >&2; {log}; exit 1; fi; \
+                     sleep 0.1; i=$((i+1)); done",
+                    pf = quote(&pid_file(u)),
+                    alive = supervised_alive("$p", u),
+                    log = log_tail(Init::Supervisor, u, 20),
+                );
+            }
+        }
+    }
+    RemoteCommand::new(s, SERVICES_LIMIT).sudo(true)
+}
+
+fn pid_file(unit: &str) -> String {
+    format!("{SUPERVISOR_RUN_DIR}/{unit}.pid")
+}
+
+fn log_file(unit: &str) -> String {
+    format!("{SUPERVISOR_LOG_DIR}/{unit}.log")
+}
+
+/// Shell that prints the last `n` lines of a service's log on stderr.
+fn log_tail(init: Init, unit: &str, n: u32) -> String {
+    match init {
+        Init::Systemd => format!("journalctl -u {} -n {n} --no-pager -o cat >&2 || true", quote(unit)),
+        Init::Supervisor => format!("tail -n {n} -- {} >&2 || true", quote(&log_file(unit))),
+    }
+}
+
+/// The last lines of a service's log, on stderr, to explain a failed health check.
+pub fn logs(init: Init, unit: &str) -> RemoteCommand {
+    RemoteCommand::new(
+        format!("echo \"agent: last lines of {unit}'s log:\" >&2; {}", log_tail(init, unit, 20)),
+        INSPECT_LIMIT,
+    )
+    .sudo(true)
+}
+
+/// An HTTP/1.0 request for a health check (the connection closes after the answer).
+pub fn health_request(path: &str, port: u16) -> String {
+    format!("GET {path} HTTP/1.0\r\nHost: localhost:{port}\r\nUser-Agent: agent\r\nConnection: close\r\n\r\n")
+}
+
+/// The status code of an HTTP response's first line.
+pub fn http_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_whitespace();
+    words.next().filter(|v| v.starts_with("HTTP/"))?;
+    words.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FilePlan, HealthCheck, Source};
+
+    fn plan() -> HostPlan {
+        HostPlan {
+            host: "h1".into(),
+            address: "10.0.0.4".into(),
+            role: "web".into(),
+            packages: vec!["haproxy".into()],
+            files: vec![FilePlan {
+                path: "/etc/agent/a b.env".into(),
+                mode: 0o644,
+                source: Source::Text("X=1\n".into()),
+                restarts: vec!["agent-web.service".into()],
+            }],
+            services: vec![ServicePlan {
+                unit: "agent-web.service".into(),
+                command: vec!["/opt/agent/run/agent-web".into()],
+            }],
+            health: vec![HealthCheck {
+                port: 80,
+                path: "/health".into(),
+                status: 200,
+                service: "agent-web.service".into(),
+            }],
+        }
+    }
+
+    fn sh(script: &str, stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn lines(out: &std::process::Output) -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn inspect_reports_files_packages_and_services_in_one_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan();
+        p.files[0].path = dir.path().join("a b.env").to_str().unwrap().into();
+        p.files.push(FilePlan {
+            path: dir.path().join("absent").to_str().unwrap().into(),
+            ..p.files[0].clone()
+        });
+        std::fs::write(&p.files[0].path, "hello\n").unwrap();
+        p.packages = vec!["coreutils".into(), "no-such-package-agent".into()];
+        let cmd = inspect(&p);
+        assert!(cmd.sudo);
+        let out = sh(&cmd.script, b"");
+        let facts = parse_facts(&lines(&out)).unwrap();
+        assert_eq!(facts.init, Init::Supervisor, "this machine has no systemd as PID 1");
+        assert_eq!(facts.missing_packages, ["no-such-package-agent"]);
+        assert_eq!(
+            facts.checksums,
+            BTreeMap::from([(
+                p.files[0].path.clone(),
+                "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03".to_owned()
+            )])
+        );
+        assert_eq!(
+            facts.services["agent-web.service"],
+            ServiceState {
+                active: false,
+                enabled: true
+            }
+        );
+    }
+
+    #[test]
+    fn facts_parse_systemd_hosts_and_refuse_junk() {
+        let out: Vec<String> = [
+            "init systemd",
+            "cloud-init yes",
+            "apt yes",
+            "service active enabled agent-web.service",
+            "service inactive disabled haproxy.service",
+        ]
+        .map(String::from)
+        .into();
+        let f = parse_facts(&out).unwrap();
+        assert!(f.cloud_init && f.apt && f.init == Init::Systemd);
+        assert!(f.services["agent-web.service"].active && !f.services["haproxy.service"].enabled);
+        assert!(parse_facts(&["sudo: a password is required".to_string()]).is_err());
+        assert!(parse_facts(&[]).is_err());
+    }
+
+    fn upload_of(path: &std::path::Path, body: &[u8], mode: u32) -> Upload {
+        Upload {
+            path: path.to_str().unwrap().into(),
+            mode,
+            size: body.len() as u64,
+            sha256: crate::artifact::sha256_hex(body),
+        }
+    }
+
+    #[test]
+    fn upload_writes_every_file_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("sub dir/a");
+        let b = dir.path().join("b");
+        std::fs::write(&b, "old b, longer than the new one\n").unwrap();
+        let files = [upload_of(&a, b"A\n", 0o755), upload_of(&b, b"new b\n", 0o640)];
+        // chown 0:0 needs root, which the tests have (and the host has through sudo).
+        let script = upload(&files, Duration::from_secs(10)).script;
+        let out = sh(&script, b"A\nnew b\n");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(&a).unwrap(), b"A\n");
+        assert_eq!(std::fs::read(&b).unwrap(), b"new b\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(std::fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o640);
+
+        // A stream cut short: nothing changes, no temporary file is left.
+        let files = [upload_of(&a, b"A2\n", 0o755), upload_of(&b, b"newer b\n", 0o640)];
+        let out = sh(&upload(&files, Duration::from_secs(10)).script, b"A2\nnewer");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("received 5 of 8 bytes"), "{err}");
+        assert_eq!(std::fs::read(&a).unwrap(), b"A\n");
+        assert_eq!(std::fs::read(&b).unwrap(), b"new b\n");
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .chain(std::fs::read_dir(dir.path().join("sub dir")).unwrap())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a", "b", "sub dir"]);
+    }
+
+    #[test]
+    fn services_restart_only_what_changed() {
+        let p = plan();
+        let mut facts = parse_facts(&["init systemd".to_string()]).unwrap();
+        facts.services.insert(
+            "agent-web.service".into(),
+            ServiceState {
+                active: true,
+                enabled: true,
+            },
+        );
+        let none = ServiceActions::decide(&p.services, &facts, false, &BTreeSet::new());
+        assert!(none.is_noop());
+        assert_eq!(none.summary(), "1 running, nothing to restart");
+        let changed = BTreeSet::from(["agent-web.service".to_string()]);
+        let a = ServiceActions::decide(&p.services, &facts, true, &changed);
+        assert_eq!((a.daemon_reload, a.restart.as_slice()), (true, ["agent-web.service".to_string()].as_slice()));
+        let script = services(Init::Systemd, &a, &p.services).script;
+        assert!(script.starts_with("set -e\nsystemctl daemon-reload\nsystemctl restart -- agent-web.service\n"));
+        // A stopped service is started, never "restarted".
+        facts.services.clear();
+        let a = ServiceActions::decide(&p.services, &facts, true, &changed);
+        assert_eq!((a.enable.len(), a.start.len(), a.restart.len()), (1, 1, 0));
+    }
+
+    /// The supervisor under a real sh: start, detect as running, restart, stop.
+    #[test]
+    fn supervisor_starts_restarts_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = format!("agent-test-{}.service", std::process::id());
+        let plans = [ServicePlan {
+            unit: unit.clone(),
+            command: vec!["sleep".into(), "1000".into()],
+        }];
+        let facts = parse_facts(&["init supervisor".to_string()]).unwrap();
+        let fix = |s: String| {
+            s.replace(SUPERVISOR_RUN_DIR, dir.path().to_str().unwrap())
+                .replace(SUPERVISOR_LOG_DIR, dir.path().to_str().unwrap())
+        };
+        let start = ServiceActions::decide(&plans, &facts, false, &BTreeSet::new());
+        assert_eq!(start.start, [unit.clone()]);
+        let out = sh(&fix(services(Init::Supervisor, &start, &plans).script), b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let pid = std::fs::read_to_string(dir.path().join(format!("{unit}.pid"))).unwrap();
+        let mut probe = plan();
+        probe.packages.clear();
+        probe.files.clear();
+        probe.services = plans.to_vec();
+        let facts = parse_facts(&lines(&sh(&fix(inspect(&probe).script), b""))).unwrap();
+        assert!(facts.services[&unit].active);
+        let again = ServiceActions::decide(&plans, &facts, false, &BTreeSet::from([unit.clone()]));
+        assert_eq!(again.restart, [unit.clone()]);
+        let out = sh(&fix(services(Init::Supervisor, &again, &plans).script), b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let pid2 = std::fs::read_to_string(dir.path().join(format!("{unit}.pid"))).unwrap();
+        assert_ne!(pid, pid2);
+        assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
+        sh(&format!("kill -TERM -{}", pid2.trim()), b"");
+    }
+
+    #[test]
+    fn http_status_lines() {
+        assert_eq!(http_status(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"), Some(200));
+        assert_eq!(http_status(b"HTTP/1.0 404 Not Found\r\n"), Some(404));
+        assert_eq!(http_status(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(
+            health_request("/health", 80),
+            "GET /health HTTP/1.0\r\nHost: localhost:80\r\nUser-Agent: agent\r\nConnection: close\r\n\r\n"
+        );
+    }
+}
