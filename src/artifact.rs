@@ -63,7 +63,9 @@ pub fn programs(names: &[&str], source: &ProgramSource) -> anyhow::Result<BTreeM
     for (name, path) in paths {
         let bytes = std::fs::read(&path).with_context(|| match source {
             ProgramSource::Dir(_) => format!("program {name}: cannot read {}", path.display()),
-            ProgramSource::Build { .. } => format!("program {name}: cargo built it, yet {} is unreadable", path.display()),
+            ProgramSource::Build { .. } => {
+                format!("program {name}: cargo built it, yet {} is unreadable", path.display())
+            }
         })?;
         if !bytes.starts_with(b"\x7fELF") {
             bail!("program {name}: {} is not a Linux executable (ELF)", path.display());
@@ -135,8 +137,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("agent-web"), "#!/bin/sh\n").unwrap();
         let err = programs(&["agent-web"], &ProgramSource::Dir(dir.path().into())).unwrap_err();
-        assert!(format!("{err:#}").contains("is not a Linux executable (ELF)"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("is not a Linux executable (ELF)"),
+            "{err:#}"
+        );
         let err = programs(&["agent-worker"], &ProgramSource::Dir(dir.path().into())).unwrap_err();
-        assert!(format!("{err:#}").starts_with("program agent-worker: cannot read "), "{err:#}");
+        assert!(
+            format!("{err:#}").starts_with("program agent-worker: cannot read "),
+            "{err:#}"
+        );
     }
 }

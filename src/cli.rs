@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::artifact::ProgramSource;
 use crate::command::RemoteCommand;
 use crate::inventory::{self, Host, Transport};
 use crate::job::{ExecJob, Target};
 use crate::plan;
 use crate::render::Mode;
-use crate::settings::{self, ExecSettings, OutputSettings, Settings, parse_duration};
+use crate::settings::{self, DeploySettings, ExecSettings, OutputSettings, Settings, parse_duration};
 use crate::spec::Spec;
 use crate::ssh::SshSettings;
 use crate::ssh::key::ClientKey;
@@ -38,6 +39,12 @@ enum Command {
     /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
     /// unreachable (wins over 2), 130 interrupted, 1 bad input.
     Exec(Box<ExecArgs>),
+    /// Deploy a spec onto the inventory's hosts: upload the programs and their rendered
+    /// files, install packages, start the services, check their health.
+    ///
+    /// Re-running converges: unchanged files are not sent, untouched services not
+    /// restarted. Exit status as for exec (2: a step failed on some host).
+    Deploy(Box<DeployArgs>),
     /// Show what `deploy` would upload, install, start and check on each host, touching nothing.
     Plan(PlanArgs),
 }
@@ -101,6 +108,26 @@ struct OutputArgs {
 }
 
 #[derive(Debug, Args)]
+struct DeployArgs {
+    /// A built-in spec (clusters, inference) or the path of a spec file.
+    spec: String,
+    #[command(flatten)]
+    hosts: HostArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// How many hosts to work on at once.
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// A folder with prebuilt binaries of the remote programs (agent-web, ...), instead of
+    /// building them with cargo in agent's source tree.
+    #[arg(long, value_name = "DIR")]
+    programs: Option<PathBuf>,
+    /// How long each health check may take to pass once the services started.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    health_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
 struct ExecArgs {
     #[command(flatten)]
     hosts: HostArgs,
@@ -130,6 +157,7 @@ impl Cli {
     pub fn resolve(self) -> anyhow::Result<Settings> {
         match self.command {
             Command::Exec(args) => resolve_exec(*args).map(Settings::Exec),
+            Command::Deploy(args) => resolve_deploy(*args).map(|s| Settings::Deploy(Box::new(s))),
             Command::Plan(args) => {
                 let spec = Spec::load(&args.spec)?;
                 let hosts = inventory::load(&args.inventory)?;
@@ -166,6 +194,70 @@ fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
             known_hosts,
         },
         output,
+    })
+}
+
+fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
+    let spec = Spec::load(&args.spec)?;
+    let Some(inventory) = &args.hosts.inventory else {
+        bail!("deploy needs an inventory: pass -i FILE (or set AGENT_INVENTORY)");
+    };
+    // The plan covers the whole inventory (a balancer lists every server); --host and
+    // --role only narrow which hosts are acted on.
+    let plan = plan::build(&spec, &inventory::load(inventory)?)?;
+    let (targets, known_hosts) = resolve_targets(&args.hosts)?;
+    let mut hosts = Vec::new();
+    let mut chosen = Vec::new();
+    for h in plan.hosts {
+        if let Some(t) = targets.iter().find(|t| t.host.name == h.host) {
+            chosen.push(t.clone());
+            hosts.push(h);
+        }
+    }
+    if hosts.is_empty() {
+        bail!("none of the selected hosts has a role in spec {}", spec.name);
+    }
+    let plan = plan::Plan { hosts, ..plan };
+    let footer = spec
+        .balancer
+        .as_ref()
+        .and_then(|b| {
+            let lb = chosen.iter().find(|t| t.host.role.as_deref() == Some(&b.role))?;
+            let routes: Vec<String> = b.routes.iter().map(|r| format!("{} → {}", r.path, r.role)).collect();
+            Some(format!(
+                "load balancer: http://{}:{}/ ({}; anything else 404)",
+                lb.host.address,
+                b.port,
+                routes.join(", ")
+            ))
+        })
+        .into_iter()
+        .collect();
+    let output = resolve_output(
+        &args.output,
+        "deploy",
+        format!("agent deploy {} -i {}", args.spec, inventory.display()),
+    );
+    Ok(DeploySettings {
+        record: settings::state_dir()
+            .join("deployments")
+            .join(format!("{}.json", spec.name)),
+        plan,
+        targets: chosen,
+        parallel: usize::from(args.parallel),
+        ssh: SshSettings {
+            connect_timeout: args.hosts.connect_timeout,
+            wait: args.hosts.ssh_wait,
+            ..SshSettings::default()
+        },
+        known_hosts,
+        programs: match args.programs {
+            Some(dir) => ProgramSource::Dir(dir),
+            None => ProgramSource::default_build(),
+        },
+        health_timeout: args.health_timeout,
+        output,
+        footer,
     })
 }
 

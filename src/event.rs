@@ -15,7 +15,8 @@ pub enum Stream {
     Stderr,
 }
 
-/// Where a host's pipeline is; shown on its progress line.
+/// Where a host's pipeline is; shown on its progress line. The deploy steps double as the
+/// columns of deploy's final table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
@@ -23,6 +24,55 @@ pub enum Stage {
     Connecting,
     Authenticating,
     Running,
+    /// Deploy: one round trip for init system, packages, checksums, service states.
+    Inspect,
+    /// Deploy: `cloud-init status --wait` where cloud-init exists.
+    Ready,
+    Packages,
+    Files,
+    Services,
+    Health,
+}
+
+impl Stage {
+    /// A deploy's steps, in order (connecting is the first).
+    pub const DEPLOY: [Stage; 7] = [
+        Stage::Connecting,
+        Stage::Inspect,
+        Stage::Ready,
+        Stage::Packages,
+        Stage::Files,
+        Stage::Services,
+        Stage::Health,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Connecting => "connect",
+            Stage::Authenticating => "auth",
+            Stage::Running => "running",
+            Stage::Inspect => "inspect",
+            Stage::Ready => "ready",
+            Stage::Packages => "packages",
+            Stage::Files => "files",
+            Stage::Services => "services",
+            Stage::Health => "health",
+        }
+    }
+}
+
+/// How one deploy step ended on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// It changed the host (uploaded, installed, restarted).
+    Changed,
+    /// It had nothing to do: the host already matched the plan.
+    Unchanged,
+    /// Not applicable on this host (no cloud-init, no packages).
+    Skipped,
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +94,17 @@ pub enum Event {
         host: HostId,
         stream: Stream,
         line: String,
+    },
+    /// A deploy step ended.
+    Step {
+        #[serde(skip)]
+        host: HostId,
+        stage: Stage,
+        status: StepStatus,
+        /// What it did, e.g. "2 files, 5.1 MB" or "restarted agent-web.service".
+        detail: String,
+        #[serde(serialize_with = "as_secs")]
+        elapsed: Duration,
     },
     Finished {
         #[serde(skip)]
@@ -68,11 +129,15 @@ pub enum Outcome {
     Unreachable { reason: String },
     /// Stopped by the operator (Ctrl-C).
     Interrupted,
+    /// Deploy: every step passed.
+    Deployed,
+    /// Deploy: a step failed (its output went out as lines before).
+    Failed { stage: Stage, reason: String },
 }
 
 impl Outcome {
     pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Exited { code: 0 })
+        matches!(self, Outcome::Exited { code: 0 } | Outcome::Deployed)
     }
 }
 

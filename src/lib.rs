@@ -26,10 +26,12 @@ pub mod artifact;
 pub mod balancer;
 pub mod cli;
 pub mod command;
+pub mod deploy;
 pub mod event;
 pub mod inventory;
 pub mod job;
 pub mod plan;
+pub mod record;
 pub mod render;
 pub mod session;
 pub mod settings;
@@ -65,11 +67,50 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             let report = printer.await??;
             Ok(exit_status(&report, cancel.is_cancelled()))
         }
+        Settings::Deploy(s) => deploy(*s, cancel).await,
         Settings::Plan { plan, json } => {
             render::plan(&plan, json)?;
             Ok(0)
         }
     }
+}
+
+async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
+    // Local work first: a record that cannot be written or a program that does not build
+    // stops the deploy before any host is touched.
+    let record = record::RecordStore::open(&s.record, &s.plan.deployment, s.known_hosts.path())?;
+    let mut names: Vec<&str> = s
+        .plan
+        .hosts
+        .iter()
+        .flat_map(|h| &h.files)
+        .filter_map(|f| match f.source {
+            plan::Source::Program(p) => Some(p),
+            plan::Source::Text(_) => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    let programs = artifact::programs(&names, &s.programs)?;
+    let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
+    let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
+        .per_host_lines()
+        .footer(s.footer);
+    let (tx, rx) = mpsc::channel(4096);
+    let printer = tokio::spawn(renderer.run(rx));
+    let job = deploy::DeployJob {
+        plan: s.plan,
+        targets: s.targets,
+        programs,
+        parallel: s.parallel,
+        ssh: s.ssh,
+        known_hosts: s.known_hosts,
+        record: std::sync::Arc::new(record),
+        health_timeout: s.health_timeout,
+    };
+    deploy::run(job, tx, cancel.clone()).await;
+    let report = printer.await??;
+    Ok(exit_status(&report, cancel.is_cancelled()))
 }
 
 /// First Ctrl-C: stop remote commands and report what was interrupted. Second: leave now.

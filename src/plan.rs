@@ -338,8 +338,14 @@ mod tests {
         let Source::Text(env) = &c1.files[2].source else {
             panic!()
         };
-        assert!(env.ends_with("\nAGENT_DEPLOYMENT=\"clusters\"\nAGENT_WEB_NAME=\"c1-0\"\n"), "{env}");
-        assert_eq!((c1.files[3].path.as_str(), c1.files[3].mode), ("/opt/agent/run/agent-web", 0o755));
+        assert!(
+            env.ends_with("\nAGENT_DEPLOYMENT=\"clusters\"\nAGENT_WEB_NAME=\"c1-0\"\n"),
+            "{env}"
+        );
+        assert_eq!(
+            (c1.files[3].path.as_str(), c1.files[3].mode),
+            ("/opt/agent/run/agent-web", 0o755)
+        );
         let lb = plan.hosts.last().unwrap();
         assert_eq!(
             (lb.host.as_str(), lb.packages.as_slice()),
@@ -356,7 +362,10 @@ mod tests {
             text.contains("  check    GET http://10.200.0.12:80/health answers 200\n"),
             "{text}"
         );
-        assert!(text.contains("  check    GET http://10.200.0.13:80/ answers 404\n"), "{text}");
+        assert!(
+            text.contains("  check    GET http://10.200.0.13:80/ answers 404\n"),
+            "{text}"
+        );
     }
 
     #[test]

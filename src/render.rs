@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use console::Style;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::event::{Event, HostId, Outcome, Stage, Stream};
+use crate::event::{Event, HostId, Outcome, Stage, StepStatus, Stream};
 use crate::inventory::Host;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,16 @@ pub enum Mode {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub results: Vec<Option<(Outcome, Duration)>>,
+    /// Deploy steps per host, in the order they ended.
+    pub steps: Vec<Vec<StepRecord>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub stage: Stage,
+    pub status: StepStatus,
+    pub detail: String,
+    pub elapsed: Duration,
 }
 
 /// How many hosts ended each way. A host that never finished counts as interrupted.
@@ -45,13 +55,23 @@ impl Report {
         let mut t = Tally::default();
         for r in &self.results {
             match r.as_ref().map(|(o, _)| o) {
-                Some(Outcome::Exited { code: 0 }) => t.ok += 1,
-                Some(Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::TimedOut) => t.failed += 1,
+                Some(Outcome::Exited { code: 0 } | Outcome::Deployed) => t.ok += 1,
+                Some(
+                    Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::TimedOut | Outcome::Failed { .. },
+                ) => t.failed += 1,
                 Some(Outcome::Unreachable { .. }) => t.unreachable += 1,
                 Some(Outcome::Interrupted) | None => t.interrupted += 1,
             }
         }
         t
+    }
+
+    /// How many hosts had a step that changed something.
+    pub fn changed_hosts(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.iter().any(|r| r.status == StepStatus::Changed))
+            .count()
     }
 }
 
@@ -61,6 +81,10 @@ pub struct Renderer {
     width: usize,
     out: BufWriter<io::Stdout>,
     bar: Option<ProgressBar>,
+    /// Deploy on a TTY: one line per host with its current step, above the total bar.
+    multi: Option<(MultiProgress, Vec<ProgressBar>)>,
+    /// Printed after the summary (e.g. the load balancer's address).
+    footer: Vec<String>,
     logs: Option<HostLogs>,
     report: Report,
     /// Printed in the log headers and the JSON summary.
@@ -91,7 +115,10 @@ impl Renderer {
             mode,
             report: Report {
                 results: vec![None; hosts.len()],
+                steps: vec![Vec::new(); hosts.len()],
             },
+            multi: None,
+            footer: Vec::new(),
             logs: log_dir.map(|dir| HostLogs::new(dir, hosts.len())),
             hosts,
             width,
@@ -99,6 +126,34 @@ impl Renderer {
             bar,
             title,
         }
+    }
+
+    /// On a TTY, a line per host showing its current step (for deploys).
+    pub fn per_host_lines(mut self) -> Self {
+        if let Some(total) = self.bar.take() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let style = ProgressStyle::with_template("{spinner} {prefix} {msg} {elapsed}").expect("static template");
+            let bars = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    let b = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                    b.set_prefix(format!("{:<w$}", h.name, w = self.width));
+                    b.set_message("queued");
+                    b.enable_steady_tick(Duration::from_millis(100));
+                    b
+                })
+                .collect();
+            self.bar = Some(multi.add(total));
+            self.multi = Some((multi, bars));
+        }
+        self
+    }
+
+    /// Lines printed after the summary.
+    pub fn footer(mut self, lines: Vec<String>) -> Self {
+        self.footer = lines;
+        self
     }
 
     /// Renders events until every sender is dropped, then prints the summary.
@@ -122,19 +177,68 @@ impl Renderer {
             let host = &self.hosts[host_of(&event)].name;
             serde_json::to_writer(&mut self.out, &JsonEvent { host, event: &event })?;
             self.out.write_all(b"\n")?;
-            if let Event::Finished { host, outcome, elapsed } = event {
-                self.report.results[host] = Some((outcome, elapsed));
+            match event {
+                Event::Finished { host, outcome, elapsed } => self.report.results[host] = Some((outcome, elapsed)),
+                Event::Step {
+                    host,
+                    stage,
+                    status,
+                    detail,
+                    elapsed,
+                } => self.report.steps[host].push(StepRecord {
+                    stage,
+                    status,
+                    detail,
+                    elapsed,
+                }),
+                _ => {}
             }
             return Ok(());
         }
         match event {
             Event::Line { host, stream, line } => self.line(host, stream, &line)?,
             Event::Notice { host, message } => self.line(host, Stream::Stderr, &format!("agent: {message}"))?,
-            Event::Stage { .. } => {}
+            Event::Stage { host, stage } => {
+                if let Some((_, bars)) = &self.multi {
+                    bars[host].set_message(stage.name());
+                }
+            }
+            Event::Step {
+                host,
+                stage,
+                status,
+                detail,
+                elapsed,
+            } => {
+                // On a TTY the final table shows steps; plain logs get a line each.
+                if self.multi.is_none() && status != StepStatus::Skipped {
+                    let text = format!(
+                        "agent: {}: {} ({:.2}s)",
+                        stage.name(),
+                        if detail.is_empty() {
+                            status_word(status)
+                        } else {
+                            &detail
+                        },
+                        elapsed.as_secs_f64()
+                    );
+                    self.line(host, Stream::Stdout, &text)?;
+                }
+                self.report.steps[host].push(StepRecord {
+                    stage,
+                    status,
+                    detail,
+                    elapsed,
+                });
+            }
             Event::Finished { host, outcome, elapsed } => {
                 if !outcome.is_success() {
                     let text = describe(&outcome);
                     self.line(host, Stream::Stderr, &format!("agent: {text}"))?;
+                }
+                if let Some((_, bars)) = &self.multi {
+                    let word = if outcome.is_success() { "done" } else { "FAILED" };
+                    bars[host].finish_with_message(word);
                 }
                 self.report.results[host] = Some((outcome, elapsed));
                 if let Some(bar) = &self.bar {
@@ -164,13 +268,17 @@ impl Renderer {
             }
             _ => format!("{name:<w$} {mark} {line}", w = self.width),
         };
-        match &self.bar {
-            // Printing through the bar keeps it at the bottom instead of tearing it.
-            Some(bar) => {
+        match (&self.multi, &self.bar) {
+            // Printing through the bars keeps them at the bottom instead of tearing them.
+            (Some((multi, _)), _) => {
+                self.out.flush()?;
+                multi.suspend(|| println!("{text}"));
+            }
+            (None, Some(bar)) => {
                 self.out.flush()?;
                 bar.suspend(|| println!("{text}"));
             }
-            None => writeln!(self.out, "{text}")?,
+            (None, None) => writeln!(self.out, "{text}")?,
         }
         Ok(())
     }
@@ -183,6 +291,12 @@ impl Renderer {
     fn finish(mut self) -> io::Result<Report> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
+        }
+        if let Some((multi, bars)) = self.multi.take() {
+            for b in bars {
+                b.finish_and_clear();
+            }
+            let _ = multi.clear();
         }
         let log_dir = self.logs.take().map(HostLogs::close);
         let r = &self.report;
@@ -198,13 +312,18 @@ impl Renderer {
                 "title": self.title,
                 "hosts": r.results.len(),
                 "ok": ok, "failed": failed, "unreachable": unreachable, "interrupted": interrupted,
+                "changed": r.changed_hosts(),
                 "logs": log_dir,
             });
             writeln!(self.out, "{summary}")?;
         } else {
             let color = matches!(self.mode, Mode::Tty { color: true });
             writeln!(self.out)?;
-            for (i, host) in self.hosts.iter().enumerate() {
+            let deploy = r.steps.iter().any(|s| !s.is_empty());
+            if deploy {
+                step_table(&mut self.out, &self.hosts, self.width, r, color)?;
+            }
+            for (i, host) in self.hosts.iter().enumerate().filter(|_| !deploy) {
                 let (text, time, good) = match &r.results[i] {
                     Some((o, t)) => (describe(o), format!("{:.2}s", t.as_secs_f64()), o.is_success()),
                     None => ("interrupted before start".to_owned(), "-".to_owned(), false),
@@ -223,13 +342,68 @@ impl Renderer {
             if interrupted > 0 {
                 line += &format!(", {interrupted} interrupted");
             }
+            if deploy && ok == r.results.len() {
+                line += &match r.changed_hosts() {
+                    0 => " · nothing changed: no upload, no install, no restart".to_owned(),
+                    n => format!(" · {n} changed"),
+                };
+            }
             if let Some(dir) = log_dir {
                 line += &format!(" · logs in {}", dir.display());
             }
             writeln!(self.out, "{line}")?;
+            for f in &self.footer {
+                writeln!(self.out, "{f}")?;
+            }
         }
         self.out.flush()?;
         Ok(self.report)
+    }
+}
+
+/// Hosts × deploy steps: each cell the step's time, `*` if it changed the host, `-` if it
+/// did not apply, `FAIL`; then the host's result.
+fn step_table(out: &mut impl Write, hosts: &[Host], width: usize, report: &Report, color: bool) -> io::Result<()> {
+    const CELL: usize = 9;
+    let mut head = format!("{:<w$}", "host", w = width);
+    for st in Stage::DEPLOY {
+        head += &format!("  {:>CELL$}", st.name());
+    }
+    writeln!(out, "{head}  result")?;
+    for (i, host) in hosts.iter().enumerate() {
+        let mut row = format!("{:<w$}", host.name, w = width);
+        for st in Stage::DEPLOY {
+            let cell = match report.steps[i].iter().find(|r| r.stage == st) {
+                None => "".to_owned(),
+                Some(r) => match r.status {
+                    StepStatus::Skipped => "-".to_owned(),
+                    StepStatus::Failed => "FAIL".to_owned(),
+                    StepStatus::Changed => format!("{:.2}s*", r.elapsed.as_secs_f64()),
+                    StepStatus::Unchanged => format!("{:.2}s ", r.elapsed.as_secs_f64()),
+                },
+            };
+            row += &format!("  {cell:>CELL$}");
+        }
+        let (text, good) = match &report.results[i] {
+            Some((o, t)) => (format!("{} in {:.2}s", describe(o), t.as_secs_f64()), o.is_success()),
+            None => ("interrupted before start".to_owned(), false),
+        };
+        let text = if color && !good {
+            Style::new().red().apply_to(text).to_string()
+        } else {
+            text
+        };
+        writeln!(out, "{row}  {text}")?;
+    }
+    writeln!(out, "(* changed the host, - not needed here)")
+}
+
+fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Changed => "changed",
+        StepStatus::Unchanged => "unchanged",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Failed => "failed",
     }
 }
 
@@ -253,12 +427,15 @@ pub fn describe(o: &Outcome) -> String {
         Outcome::TimedOut => "failed: timed out".into(),
         Outcome::Unreachable { reason } => format!("unreachable: {reason}"),
         Outcome::Interrupted => "interrupted".into(),
+        Outcome::Deployed => "ok".into(),
+        Outcome::Failed { stage, reason } => format!("failed at {}: {reason}", stage.name()),
     }
 }
 
 fn host_of(e: &Event) -> HostId {
     match e {
         Event::Stage { host, .. }
+        | Event::Step { host, .. }
         | Event::Notice { host, .. }
         | Event::Line { host, .. }
         | Event::Finished { host, .. } => *host,
@@ -327,7 +504,20 @@ impl HostLogs {
                 ..
             } => writeln!(w, "[stderr] {line}"),
             Event::Notice { message, .. } => writeln!(w, "# {message}"),
-            Event::Stage { stage, .. } => writeln!(w, "# stage: {}", stage_name(*stage)),
+            Event::Stage { stage, .. } => writeln!(w, "# stage: {}", stage.name()),
+            Event::Step {
+                stage,
+                status,
+                detail,
+                elapsed,
+                ..
+            } => writeln!(
+                w,
+                "# {}: {} {detail} ({:.2}s)",
+                stage.name(),
+                status_word(*status),
+                elapsed.as_secs_f64()
+            ),
             Event::Finished { outcome, elapsed, .. } => {
                 writeln!(w, "# {} after {:.2}s", describe(outcome), elapsed.as_secs_f64())
             }
@@ -339,15 +529,6 @@ impl HostLogs {
             let _ = w.flush();
         }
         self.dir
-    }
-}
-
-fn stage_name(s: Stage) -> &'static str {
-    match s {
-        Stage::Queued => "queued",
-        Stage::Connecting => "connecting",
-        Stage::Authenticating => "authenticating",
-        Stage::Running => "running",
     }
 }
 

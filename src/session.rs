@@ -139,7 +139,11 @@ impl Session for LocalSession {
         let child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command.render())
-            .stdin(if input.is_empty() { Stdio::null() } else { Stdio::piped() })
+            .stdin(if input.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

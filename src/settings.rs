@@ -4,12 +4,18 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::job::ExecJob;
+use std::sync::Arc;
+
+use crate::artifact::ProgramSource;
+use crate::job::{ExecJob, Target};
 use crate::plan::Plan;
 use crate::render::Mode;
+use crate::ssh::SshSettings;
+use crate::ssh::known_hosts::KnownHosts;
 
 pub enum Settings {
     Exec(ExecSettings),
+    Deploy(Box<DeploySettings>),
     /// Print what a deployment would do; touches nothing.
     Plan {
         plan: Plan,
@@ -20,6 +26,23 @@ pub enum Settings {
 pub struct ExecSettings {
     pub job: ExecJob,
     pub output: OutputSettings,
+}
+
+pub struct DeploySettings {
+    /// The hosts to act on (the plan may have been narrowed by --host/--role).
+    pub plan: Plan,
+    /// One per plan host, same order.
+    pub targets: Vec<Target>,
+    pub parallel: usize,
+    pub ssh: SshSettings,
+    pub known_hosts: Arc<KnownHosts>,
+    /// The deployment record's file.
+    pub record: PathBuf,
+    pub programs: ProgramSource,
+    pub health_timeout: Duration,
+    pub output: OutputSettings,
+    /// Printed after the summary (the load balancer's address).
+    pub footer: Vec<String>,
 }
 
 pub struct OutputSettings {

@@ -363,7 +363,12 @@ pub fn services(init: Init, actions: &ServiceActions, plans: &[ServicePlan]) -> 
                  echo $! > \"$pf\"; }}",
                 alive = supervised_alive("$p", "$2"),
             );
-            let by_unit = |u: &str| plans.iter().find(|p| p.unit == u).expect("actions come from these plans");
+            let by_unit = |u: &str| {
+                plans
+                    .iter()
+                    .find(|p| p.unit == u)
+                    .expect("actions come from these plans")
+            };
             for u in actions.restart.iter().chain(&actions.start) {
                 let p = by_unit(u);
                 let argv: Vec<String> = p.command.iter().map(|w| quote(w)).collect();
@@ -412,7 +417,10 @@ fn log_tail(init: Init, unit: &str, n: u32) -> String {
 /// The last lines of a service's log, on stderr, to explain a failed health check.
 pub fn logs(init: Init, unit: &str) -> RemoteCommand {
     RemoteCommand::new(
-        format!("echo \"agent: last lines of {unit}'s log:\" >&2; {}", log_tail(init, unit, 20)),
+        format!(
+            "echo \"agent: last lines of {unit}'s log:\" >&2; {}",
+            log_tail(init, unit, 20)
+        ),
         INSPECT_LIMIT,
     )
     .sudo(true)
@@ -590,7 +598,10 @@ mod tests {
         assert_eq!(none.summary(), "1 running, nothing to restart");
         let changed = BTreeSet::from(["agent-web.service".to_string()]);
         let a = ServiceActions::decide(&p.services, &facts, true, &changed);
-        assert_eq!((a.daemon_reload, a.restart.as_slice()), (true, ["agent-web.service".to_string()].as_slice()));
+        assert_eq!(
+            (a.daemon_reload, a.restart.as_slice()),
+            (true, ["agent-web.service".to_string()].as_slice())
+        );
         let script = services(Init::Systemd, &a, &p.services).script;
         assert!(script.starts_with("set -e\nsystemctl daemon-reload\nsystemctl restart -- agent-web.service\n"));
         // A stopped service is started, never "restarted".

@@ -272,9 +272,15 @@ mod tests {
              exec /opt/agent/bin/agent-web --port 80 --name 'web 1'\n"
         );
         let w = worker().render_run_script();
-        assert!(w.contains("programs itself (no systemd as PID 1). Argument: the port.\n"), "{w}");
+        assert!(
+            w.contains("programs itself (no systemd as PID 1). Argument: the port.\n"),
+            "{w}"
+        );
         assert!(w.ends_with("\nexec /opt/agent/bin/agent-worker --port \"$1\"\n"), "{w}");
-        assert_eq!(worker().supervised_command(5001), ["/opt/agent/run/agent-worker", "5001"]);
+        assert_eq!(
+            worker().supervised_command(5001),
+            ["/opt/agent/run/agent-worker", "5001"]
+        );
         assert_eq!(web().supervised_command(80), ["/opt/agent/run/agent-web"]);
         assert_eq!(
             web().render_env(&[("AGENT_WEB_NAME".into(), "it's \"1\"".into())]),
@@ -296,8 +302,15 @@ mod tests {
             .render_run_script()
             .replace("/etc/agent/agent-web.env", env.to_str().unwrap())
             .replace("exec /opt/agent/bin/agent-web", "exec printf '%s|' \"$V\"");
-        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a \"b\" $c `d`|--port|80|--name|web 1|");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a \"b\" $c `d`|--port|80|--name|web 1|"
+        );
     }
 
     /// systemd itself checks every unit agent writes (as it will on the host).

@@ -104,6 +104,8 @@ impl ConnectError {
 #[derive(Default)]
 struct Shared {
     verdict: Option<Verdict>,
+    /// SHA256 fingerprint of the key the host presented.
+    fingerprint: Option<String>,
     store_error: Option<String>,
     disconnect: Option<String>,
 }
@@ -119,6 +121,7 @@ impl client::Handler for Handler {
 
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.fingerprint = Some(key.public_key().fingerprint(HashAlg::Sha256).to_string());
         match self.known_hosts.check(&self.pattern, &key.public_key()) {
             Ok(v) => {
                 let ok = !matches!(v, Verdict::Changed { .. });
@@ -289,6 +292,11 @@ impl SshSession {
             Ok(Ok(AuthResult::Failure { .. })) => Err(ConnectError::Network(lost(&shared))),
             Ok(Err(e)) => Err(classify_russh(e, &target)),
         }
+    }
+
+    /// SHA256 fingerprint of the host key this session verified.
+    pub fn host_key_fingerprint(&self) -> Option<String> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).fingerprint.clone()
     }
 
     async fn exec_inner(

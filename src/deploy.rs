@@ -1,0 +1,519 @@
+//! Runs a [`Plan`] on its hosts: per host one pipeline of bounded steps (connect → inspect →
+//! cloud-init → packages → files → services → health), hosts in parallel under a semaphore.
+//! Every step ends in an [`Event::Step`]; every host in an [`Event::Finished`]. The record is
+//! saved before each step acts and after it ends. Nothing here prints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::artifact::{Blob, sha256_hex};
+use crate::command::RemoteCommand;
+use crate::event::{Event, HostId, Outcome, Stage, StepStatus};
+use crate::inventory::Transport;
+use crate::job::Target;
+use crate::plan::{HealthCheck, HostPlan, Plan, Source};
+use crate::record::RecordStore;
+use crate::session::{LocalSession, Output, Session};
+use crate::ssh::known_hosts::KnownHosts;
+use crate::ssh::{SshSession, SshSettings};
+use crate::step::{self, Facts, Init, ServiceActions, Upload};
+
+/// Everything `agent deploy` needs, resolved and built: no parsing or compiling left to do.
+pub struct DeployJob {
+    pub plan: Plan,
+    /// One per plan host, in the same order.
+    pub targets: Vec<Target>,
+    /// The remote programs' binaries, by name.
+    pub programs: BTreeMap<String, Blob>,
+    pub parallel: usize,
+    pub ssh: SshSettings,
+    pub known_hosts: Arc<KnownHosts>,
+    pub record: Arc<RecordStore>,
+    /// How long each health check may take to pass.
+    pub health_timeout: Duration,
+}
+
+/// Runs the deployment to completion or cancellation.
+pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+    assert_eq!(job.plan.hosts.len(), job.targets.len(), "one target per planned host");
+    let permits = Arc::new(Semaphore::new(job.parallel.max(1)));
+    let shared = Arc::new(Shared {
+        programs: job.programs,
+        ssh: job.ssh,
+        known_hosts: job.known_hosts,
+        record: job.record,
+        health_timeout: job.health_timeout,
+    });
+    let mut tasks = JoinSet::new();
+    for (id, (plan, target)) in job.plan.hosts.into_iter().zip(job.targets).enumerate() {
+        let (permits, shared, tx, cancel) = (permits.clone(), shared.clone(), tx.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let _permit = tokio::select! {
+                p = permits.acquire_owned() => p.expect("semaphore is never closed"),
+                _ = cancel.cancelled() => return,
+            };
+            let started = Instant::now();
+            let key = record_key(&target);
+            let mut host = HostRun {
+                id,
+                plan: &plan,
+                shared: &shared,
+                output: Output::new(id, tx.clone()),
+                tx: &tx,
+                cancel: &cancel,
+                key: &key,
+            };
+            let outcome = host.deploy(&target).await;
+            let result = match &outcome {
+                Outcome::Deployed => "ok".to_owned(),
+                other => crate::render::describe(other),
+            };
+            if let Err(e) = shared.record.update(&key, |h| h.result = Some(result)) {
+                host.output.notice(format!("cannot save the deployment record: {e}")).await;
+            }
+            let _ = tx
+                .send(Event::Finished {
+                    host: id,
+                    outcome,
+                    elapsed: started.elapsed(),
+                })
+                .await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn record_key(t: &Target) -> String {
+    format!("{}@{}:{}", t.host.user, t.host.address, t.host.port)
+}
+
+struct Shared {
+    programs: BTreeMap<String, Blob>,
+    ssh: SshSettings,
+    known_hosts: Arc<KnownHosts>,
+    record: Arc<RecordStore>,
+    health_timeout: Duration,
+}
+
+/// One host's pipeline.
+struct HostRun<'a> {
+    id: HostId,
+    plan: &'a HostPlan,
+    shared: &'a Shared,
+    output: Output,
+    tx: &'a mpsc::Sender<Event>,
+    cancel: &'a CancellationToken,
+    key: &'a str,
+}
+
+/// Why a step stopped the pipeline.
+struct StepFailure {
+    stage: Stage,
+    outcome: Outcome,
+}
+
+type StepResult<T> = Result<T, StepFailure>;
+
+impl HostRun<'_> {
+    async fn deploy(&mut self, target: &Target) -> Outcome {
+        self.stage(Stage::Connecting).await;
+        let started = Instant::now();
+        match (&target.host.transport, &target.key) {
+            (Transport::Local, _) => {
+                self.step(Stage::Connecting, StepStatus::Skipped, "this machine".into(), started)
+                    .await;
+                self.pipeline(LocalSession).await
+            }
+            (Transport::Ssh, Some(key)) => {
+                let tx = self.tx.clone();
+                let id = self.id;
+                let notify = move |message: String| {
+                    let _ = tx.try_send(Event::Notice { host: id, message });
+                };
+                let connected = SshSession::connect(
+                    &target.host,
+                    key,
+                    self.shared.known_hosts.clone(),
+                    &self.shared.ssh,
+                    &notify,
+                    self.cancel,
+                )
+                .await;
+                match connected {
+                    Ok(session) => {
+                        let fingerprint = session.host_key_fingerprint();
+                        let saved = self.save(|h| {
+                            h.name = target.host.name.clone();
+                            h.role = target.host.role.clone().unwrap_or_default();
+                            h.host_key = fingerprint.clone();
+                        });
+                        if let Err(f) = saved {
+                            return f.outcome;
+                        }
+                        self.step(
+                            Stage::Connecting,
+                            StepStatus::Unchanged,
+                            format!("ssh {}@{}", target.host.user, target.host.address),
+                            started,
+                        )
+                        .await;
+                        self.pipeline(session).await
+                    }
+                    Err(_) if self.cancel.is_cancelled() => Outcome::Interrupted,
+                    Err(e) => {
+                        self.step(Stage::Connecting, StepStatus::Failed, String::new(), started)
+                            .await;
+                        Outcome::Unreachable { reason: e.to_string() }
+                    }
+                }
+            }
+            (Transport::Ssh, None) => Outcome::Unreachable {
+                reason: "no key for this host: pass --key".into(),
+            },
+        }
+    }
+
+    async fn pipeline(&mut self, mut session: impl Session) -> Outcome {
+        let outcome = match self.steps(&mut session).await {
+            Ok(()) => Outcome::Deployed,
+            Err(f) => {
+                if !matches!(f.outcome, Outcome::Interrupted | Outcome::Unreachable { .. }) {
+                    let _ = self.shared.record.update(self.key, |h| {
+                        h.steps.insert(f.stage.name().into(), "failed".into());
+                    });
+                }
+                f.outcome
+            }
+        };
+        session.close().await;
+        outcome
+    }
+
+    async fn steps(&mut self, session: &mut impl Session) -> StepResult<()> {
+        let facts = self.inspect(session).await?;
+        self.ready(session, &facts).await?;
+        self.packages(session, &facts).await?;
+        let changed = self.files(session, &facts).await?;
+        self.services(session, &facts, &changed).await?;
+        self.health(session, &facts).await
+    }
+
+    async fn inspect(&mut self, session: &mut impl Session) -> StepResult<Facts> {
+        let started = self.stage(Stage::Inspect).await;
+        self.output.capture();
+        let outcome = session
+            .exec(&step::inspect(self.plan), &[], &mut self.output, self.cancel)
+            .await;
+        let lines = self.output.take_captured();
+        self.check(Stage::Inspect, outcome, started).await?;
+        let facts = match step::parse_facts(&lines) {
+            Ok(f) => f,
+            Err(e) => return Err(self.fail(Stage::Inspect, e.to_string(), started).await),
+        };
+        self.save(|h| h.init = Some(facts.init))?;
+        let detail = match facts.init {
+            Init::Systemd => "systemd runs the services".to_owned(),
+            Init::Supervisor => "no systemd: agent supervises the services".to_owned(),
+        };
+        self.step(Stage::Inspect, StepStatus::Unchanged, detail, started).await;
+        Ok(facts)
+    }
+
+    async fn ready(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<()> {
+        let started = self.stage(Stage::Ready).await;
+        if !facts.cloud_init {
+            self.step(Stage::Ready, StepStatus::Skipped, "no cloud-init".into(), started)
+                .await;
+            return Ok(());
+        }
+        self.run(Stage::Ready, session, &step::ready(), &[], started).await?;
+        self.step(Stage::Ready, StepStatus::Unchanged, "cloud-init done".into(), started)
+            .await;
+        Ok(())
+    }
+
+    async fn packages(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<()> {
+        let started = self.stage(Stage::Packages).await;
+        if self.plan.packages.is_empty() {
+            self.step(Stage::Packages, StepStatus::Skipped, String::new(), started)
+                .await;
+            return Ok(());
+        }
+        if facts.missing_packages.is_empty() {
+            let detail = format!("{} already installed", self.plan.packages.join(", "));
+            self.step(Stage::Packages, StepStatus::Unchanged, detail, started).await;
+            return Ok(());
+        }
+        let missing = facts.missing_packages.join(", ");
+        if !facts.apt {
+            let reason = format!("{missing} missing, and this host has no apt-get: install it by hand");
+            return Err(self.fail(Stage::Packages, reason, started).await);
+        }
+        self.run(
+            Stage::Packages,
+            session,
+            &step::install_packages(&facts.missing_packages),
+            &[],
+            started,
+        )
+        .await?;
+        self.step(Stage::Packages, StepStatus::Changed, format!("installed {missing}"), started)
+            .await;
+        Ok(())
+    }
+
+    /// Uploads the files whose checksum differs on the host; returns their plans' indexes.
+    async fn files(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<Vec<usize>> {
+        let started = self.stage(Stage::Files).await;
+        let mut uploads = Vec::new();
+        let mut input: Vec<Bytes> = Vec::new();
+        let mut changed = Vec::new();
+        let mut sums = BTreeMap::new();
+        for (i, f) in self.plan.files.iter().enumerate() {
+            let (bytes, sha) = match &f.source {
+                Source::Text(t) => {
+                    let b = Bytes::from(t.clone());
+                    let sha = sha256_hex(&b);
+                    (b, sha)
+                }
+                Source::Program(p) => {
+                    let blob = &self.shared.programs[*p];
+                    (blob.bytes.clone(), blob.sha256.clone())
+                }
+            };
+            sums.insert(f.path.clone(), sha.clone());
+            if facts.checksums.get(&f.path) == Some(&sha) {
+                continue;
+            }
+            uploads.push(Upload {
+                path: f.path.clone(),
+                mode: f.mode,
+                size: bytes.len() as u64,
+                sha256: sha,
+            });
+            input.push(bytes);
+            changed.push(i);
+        }
+        if uploads.is_empty() {
+            self.save(|h| h.files = sums)?;
+            let detail = format!("{} files up to date", self.plan.files.len());
+            self.step(Stage::Files, StepStatus::Unchanged, detail, started).await;
+            return Ok(changed);
+        }
+        // Before acting: these services owe a restart until the services step has run, even
+        // if this run stops right after the upload.
+        let owed: BTreeSet<String> = changed
+            .iter()
+            .flat_map(|&i| self.plan.files[i].restarts.iter().cloned())
+            .collect();
+        self.save(|h| h.pending_restart.extend(owed))?;
+        let total: u64 = uploads.iter().map(|u| u.size).sum();
+        // Generous for slow links: two minutes plus a second per MB.
+        let limit = Duration::from_secs(120 + total / 1_000_000);
+        self.run(Stage::Files, session, &step::upload(&uploads, limit), &input, started)
+            .await?;
+        self.save(|h| h.files = sums)?;
+        let detail = format!("uploaded {} of {} files, {}", uploads.len(), self.plan.files.len(), size(total));
+        self.step(Stage::Files, StepStatus::Changed, detail, started).await;
+        Ok(changed)
+    }
+
+    async fn services(&mut self, session: &mut impl Session, facts: &Facts, changed: &[usize]) -> StepResult<()> {
+        let started = self.stage(Stage::Services).await;
+        let units_changed = changed
+            .iter()
+            .any(|&i| self.plan.files[i].path.starts_with("/etc/systemd/system/"));
+        let owed = self.shared.record.host(self.key).pending_restart;
+        let actions = ServiceActions::decide(&self.plan.services, facts, units_changed, &owed);
+        if actions.is_noop() {
+            self.step(Stage::Services, StepStatus::Unchanged, actions.summary(), started)
+                .await;
+            return Ok(());
+        }
+        let cmd = step::services(facts.init, &actions, &self.plan.services);
+        self.run(Stage::Services, session, &cmd, &[], started).await?;
+        self.save(|h| h.pending_restart.clear())?;
+        self.step(Stage::Services, StepStatus::Changed, actions.summary(), started)
+            .await;
+        Ok(())
+    }
+
+    async fn health(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<()> {
+        let started = self.stage(Stage::Health).await;
+        if self.plan.health.is_empty() {
+            self.step(Stage::Health, StepStatus::Skipped, String::new(), started)
+                .await;
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.shared.health_timeout;
+        for check in &self.plan.health {
+            if let Err(why) = poll(session, check, deadline, self.cancel).await {
+                if self.cancel.is_cancelled() {
+                    return Err(StepFailure {
+                        stage: Stage::Health,
+                        outcome: Outcome::Interrupted,
+                    });
+                }
+                let logs = step::logs(facts.init, &check.service);
+                let _ = session.exec(&logs, &[], &mut self.output, self.cancel).await;
+                let reason = format!(
+                    "GET {} on port {} {why} after {:.0?}",
+                    check.path, check.port, self.shared.health_timeout
+                );
+                return Err(self.fail(Stage::Health, reason, started).await);
+            }
+        }
+        let detail = self
+            .plan
+            .health
+            .iter()
+            .map(|c| format!(":{}{} {}", c.port, c.path, c.status))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.step(Stage::Health, StepStatus::Unchanged, detail, started).await;
+        Ok(())
+    }
+
+    /// Runs a command whose output streams to the operator; anything but exit 0 fails the step.
+    async fn run(
+        &mut self,
+        stage: Stage,
+        session: &mut impl Session,
+        command: &RemoteCommand,
+        input: &[Bytes],
+        started: Instant,
+    ) -> StepResult<()> {
+        let outcome = session.exec(command, input, &mut self.output, self.cancel).await;
+        self.check(stage, outcome, started).await
+    }
+
+    async fn check(&mut self, stage: Stage, outcome: Outcome, started: Instant) -> StepResult<()> {
+        match outcome {
+            o if o.is_success() => Ok(()),
+            Outcome::Interrupted => Err(StepFailure {
+                stage,
+                outcome: Outcome::Interrupted,
+            }),
+            Outcome::Unreachable { reason } => {
+                self.step(stage, StepStatus::Failed, reason.clone(), started).await;
+                Err(StepFailure {
+                    stage,
+                    outcome: Outcome::Unreachable { reason },
+                })
+            }
+            other => {
+                let reason = match other {
+                    Outcome::Exited { code: 1 } if stage == Stage::Inspect => {
+                        "the inspect script failed: does the login user have passwordless sudo?".to_owned()
+                    }
+                    other => crate::render::describe(&other)
+                        .trim_start_matches("failed: ")
+                        .to_owned(),
+                };
+                Err(self.fail(stage, reason, started).await)
+            }
+        }
+    }
+
+    async fn fail(&mut self, stage: Stage, reason: String, started: Instant) -> StepFailure {
+        self.step(stage, StepStatus::Failed, reason.clone(), started).await;
+        StepFailure {
+            stage,
+            outcome: Outcome::Failed { stage, reason },
+        }
+    }
+
+    async fn stage(&self, stage: Stage) -> Instant {
+        let _ = self.tx.send(Event::Stage { host: self.id, stage }).await;
+        Instant::now()
+    }
+
+    async fn step(&self, stage: Stage, status: StepStatus, detail: String, started: Instant) {
+        let _ = self.shared.record.update(self.key, |h| {
+            h.steps.insert(stage.name().into(), format!("{status:?}").to_lowercase());
+        });
+        let _ = self
+            .tx
+            .send(Event::Step {
+                host: self.id,
+                stage,
+                status,
+                detail,
+                elapsed: started.elapsed(),
+            })
+            .await;
+    }
+
+    /// Saves a change to this host's record; a record that cannot be saved stops the host,
+    /// since the next run would not know what this one did.
+    fn save(&self, change: impl FnOnce(&mut crate::record::HostRecord)) -> StepResult<()> {
+        self.shared.record.update(self.key, change).map_err(|e| StepFailure {
+            stage: Stage::Files,
+            outcome: Outcome::Failed {
+                stage: Stage::Files,
+                reason: format!(
+                    "cannot save the deployment record {}: {e}",
+                    self.shared.record.path().display()
+                ),
+            },
+        })
+    }
+}
+
+/// Asks `check` until it answers as expected or `deadline` passes; the error says what the
+/// last attempt got.
+async fn poll(
+    session: &mut impl Session,
+    check: &HealthCheck,
+    deadline: tokio::time::Instant,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(2), get(session, check)).await;
+        let last = match attempt {
+            Ok(Ok(status)) if status == check.status => return Ok(()),
+            Ok(Ok(status)) => format!("answered {status}, not {}", check.status),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(_) => "got no answer within 2s".to_owned(),
+        };
+        if tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
+            return Err(last);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = cancel.cancelled() => return Err("interrupted".into()),
+        }
+    }
+}
+
+async fn get(session: &mut impl Session, check: &HealthCheck) -> std::io::Result<u16> {
+    let mut stream = session.connect_port(check.port).await?;
+    stream
+        .write_all(step::health_request(&check.path, check.port).as_bytes())
+        .await?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    step::http_status(&head).ok_or_else(|| std::io::Error::other("the answer is not HTTP"))
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
