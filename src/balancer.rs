@@ -32,6 +32,12 @@ pub struct HaproxyConfig {
 }
 
 impl HaproxyConfig {
+    /// One backend per role, however many routes lead to it.
+    fn backends(&self) -> Vec<&BalancedRoute> {
+        let mut seen = std::collections::HashSet::new();
+        self.routes.iter().filter(|r| seen.insert(&r.backend)).collect()
+    }
+
     pub fn text(&self) -> String {
         self.render().expect("the haproxy template has no fallible parts") + "\n"
     }
@@ -97,7 +103,16 @@ mod tests {
     fn haproxy_accepts_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, config().text()).unwrap();
+        // Two routes to one role share its backend.
+        let mut config = config();
+        config.routes.push(BalancedRoute {
+            path: "/second".into(),
+            ..config.routes[1].clone()
+        });
+        let text = config.text();
+        assert_eq!(text.matches("\nbackend cluster2\n").count(), 1, "{text}");
+        assert!(text.contains("\n    use_backend cluster2 if route2\n"), "{text}");
+        std::fs::write(&path, text).unwrap();
         let out = std::process::Command::new("haproxy")
             .arg("-c")
             .arg("-f")

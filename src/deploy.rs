@@ -51,10 +51,23 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
         record: job.record,
         health_timeout: job.health_timeout,
     });
+    // Balancers wait until every other host is done (`backends` counts those left).
+    let others = job.plan.hosts.iter().filter(|h| !h.balancer).count();
+    let (backend_done, backends) = tokio::sync::watch::channel(others);
+    let backend_done = Arc::new(backend_done);
     let mut tasks = JoinSet::new();
     for (id, (plan, target)) in job.plan.hosts.into_iter().zip(job.targets).enumerate() {
         let (permits, shared, tx, cancel) = (permits.clone(), shared.clone(), tx.clone(), cancel.clone());
+        let (backend_done, mut backends) = (backend_done.clone(), backends.clone());
         tasks.spawn(async move {
+            if plan.balancer {
+                tokio::select! {
+                    _ = backends.wait_for(|left| *left == 0) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+            // However this host ends, the balancer stops waiting for it.
+            let _done = (!plan.balancer).then(|| Decrement(backend_done));
             let _permit = tokio::select! {
                 p = permits.acquire_owned() => p.expect("semaphore is never closed"),
                 _ = cancel.cancelled() => return,
@@ -76,7 +89,9 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 other => crate::render::describe(other),
             };
             if let Err(e) = shared.record.update(&key, |h| h.result = Some(result)) {
-                host.output.notice(format!("cannot save the deployment record: {e}")).await;
+                host.output
+                    .notice(format!("cannot save the deployment record: {e}"))
+                    .await;
             }
             let _ = tx
                 .send(Event::Finished {
@@ -88,6 +103,14 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+struct Decrement(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.send_modify(|left| *left -= 1);
+    }
 }
 
 fn record_key(t: &Target) -> String {
@@ -264,8 +287,13 @@ impl HostRun<'_> {
             started,
         )
         .await?;
-        self.step(Stage::Packages, StepStatus::Changed, format!("installed {missing}"), started)
-            .await;
+        self.step(
+            Stage::Packages,
+            StepStatus::Changed,
+            format!("installed {missing}"),
+            started,
+        )
+        .await;
         Ok(())
     }
 
@@ -297,6 +325,7 @@ impl HostRun<'_> {
                 mode: f.mode,
                 size: bytes.len() as u64,
                 sha256: sha,
+                validate: f.validate.clone(),
             });
             input.push(bytes);
             changed.push(i);
@@ -320,7 +349,12 @@ impl HostRun<'_> {
         self.run(Stage::Files, session, &step::upload(&uploads, limit), &input, started)
             .await?;
         self.save(|h| h.files = sums)?;
-        let detail = format!("uploaded {} of {} files, {}", uploads.len(), self.plan.files.len(), size(total));
+        let detail = format!(
+            "uploaded {} of {} files, {}",
+            uploads.len(),
+            self.plan.files.len(),
+            size(total)
+        );
         self.step(Stage::Files, StepStatus::Changed, detail, started).await;
         Ok(changed)
     }
@@ -359,6 +393,15 @@ impl HostRun<'_> {
                     return Err(StepFailure {
                         stage: Stage::Health,
                         outcome: Outcome::Interrupted,
+                    });
+                }
+                if !session.is_alive() {
+                    let reason = "connection lost during the health check".to_owned();
+                    self.step(Stage::Health, StepStatus::Failed, reason.clone(), started)
+                        .await;
+                    return Err(StepFailure {
+                        stage: Stage::Health,
+                        outcome: Outcome::Unreachable { reason },
                     });
                 }
                 let logs = step::logs(facts.init, &check.service);
@@ -437,7 +480,8 @@ impl HostRun<'_> {
 
     async fn step(&self, stage: Stage, status: StepStatus, detail: String, started: Instant) {
         let _ = self.shared.record.update(self.key, |h| {
-            h.steps.insert(stage.name().into(), format!("{status:?}").to_lowercase());
+            h.steps
+                .insert(stage.name().into(), format!("{status:?}").to_lowercase());
         });
         let _ = self
             .tx
@@ -483,7 +527,7 @@ async fn poll(
             Ok(Err(e)) => format!("failed: {e}"),
             Err(_) => "got no answer within 2s".to_owned(),
         };
-        if tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
+        if !session.is_alive() || tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
             return Err(last);
         }
         tokio::select! {

@@ -78,7 +78,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
 async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
     // Local work first: a record that cannot be written or a program that does not build
     // stops the deploy before any host is touched.
-    let record = record::RecordStore::open(&s.record, &s.plan.deployment, s.known_hosts.path())?;
     let mut names: Vec<&str> = s
         .plan
         .hosts
@@ -92,6 +91,7 @@ async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyho
     names.sort();
     names.dedup();
     let programs = artifact::programs(&names, &s.programs)?;
+    let record = record::RecordStore::open(&s.record, &s.plan.deployment, s.known_hosts.path())?;
     let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
     let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
         .per_host_lines()

@@ -29,6 +29,9 @@ pub struct HostPlan {
     pub services: Vec<ServicePlan>,
     /// HTTP checks that must pass once the services run.
     pub health: Vec<HealthCheck>,
+    /// The load balancer: deployed once every other host is done, so it starts with its
+    /// backends already serving.
+    pub balancer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,6 +60,9 @@ pub struct FilePlan {
     pub source: Source,
     /// Services to restart when this file's content changes.
     pub restarts: Vec<String>,
+    /// A command that must accept the new file (`{}` is its temporary path) before it
+    /// replaces the old one, as Ansible's `validate`: a broken config never goes live.
+    pub validate: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,24 +165,28 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                         mode: 0o755,
                         source: Source::Program(bin),
                         restarts: units.clone(),
+                        validate: None,
                     },
                     FilePlan {
                         path: format!("/etc/systemd/system/{}", unit.file_name()),
                         mode: 0o644,
                         source: Source::Text(unit.render()),
                         restarts: units.clone(),
+                        validate: None,
                     },
                     FilePlan {
                         path: unit.env_file(),
                         mode: 0o644,
                         source: Source::Text(unit.render_env(&env)),
                         restarts: units.clone(),
+                        validate: None,
                     },
                     FilePlan {
                         path: unit.run_script(),
                         mode: 0o755,
                         source: Source::Text(unit.render_run_script()),
                         restarts: units.clone(),
+                        validate: None,
                     },
                 ],
                 health: role
@@ -191,6 +201,7 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                     })
                     .collect(),
                 services,
+                balancer: false,
             });
         }
     }
@@ -234,6 +245,7 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                 mode: 0o644,
                 source: Source::Text(config.text()),
                 restarts: vec!["haproxy.service".into()],
+                validate: Some(["/usr/sbin/haproxy", "-c", "-q", "-f", "{}"].map(String::from).into()),
             }],
             services: vec![ServicePlan {
                 unit: "haproxy.service".into(),
@@ -249,6 +261,7 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                 status: 404,
                 service: "haproxy.service".into(),
             }],
+            balancer: true,
         });
     }
     Ok(Plan {
@@ -270,7 +283,11 @@ impl fmt::Display for Plan {
                     Source::Text(t) => format!("{} bytes rendered", t.len()),
                     Source::Program(p) => format!("{p}, built in release mode"),
                 };
-                writeln!(f, "  upload   {} (mode {:o}; {what})", file.path, file.mode)?;
+                let check = match &file.validate {
+                    Some(words) => format!("; checked by {} first", words.join(" ").replace("{}", "<new file>")),
+                    None => String::new(),
+                };
+                writeln!(f, "  upload   {} (mode {:o}; {what}{check})", file.path, file.mode)?;
             }
             for s in &h.services {
                 writeln!(f, "  start    {}", s.unit)?;

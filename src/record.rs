@@ -134,6 +134,9 @@ mod tests {
         );
         std::fs::write(&path, "{not json").unwrap();
         let err = RecordStore::open(&path, "clusters", Path::new("/k")).unwrap_err();
-        assert!(format!("{err:#}").contains("is not valid: fix it or remove it"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("is not valid: fix it or remove it"),
+            "{err:#}"
+        );
     }
 }

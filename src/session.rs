@@ -28,6 +28,11 @@ pub trait Session: Send {
     /// SSH: a direct-tcpip channel), for health checks.
     fn connect_port(&mut self, port: u16) -> impl Future<Output = std::io::Result<Box<dyn Duplex>>> + Send;
 
+    /// False once the line to the host is known to be gone.
+    fn is_alive(&self) -> bool {
+        true
+    }
+
     fn close(self) -> impl Future<Output = ()> + Send;
 }
 

@@ -90,8 +90,9 @@ const BUILTIN: [(&str, &str); 2] = [
 pub enum SpecError {
     #[error("no spec named {0:?}: use clusters, inference, or the path of a .toml file")]
     Unknown(String),
-    #[error("cannot read spec {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // Not `source`: the message already carries it, and `{:#}` would print it twice.
+    #[error("cannot read spec {path}: {error} (built-in specs: clusters, inference)")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("spec {origin}: {message}")]
     Invalid { origin: String, message: String },
 }
@@ -106,9 +107,9 @@ impl Spec {
             return Err(SpecError::Unknown(name_or_path.to_owned()));
         }
         let path = Path::new(name_or_path);
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| SpecError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Spec::parse(&text, name_or_path)
     }

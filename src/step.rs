@@ -197,6 +197,8 @@ pub struct Upload {
     pub mode: u32,
     pub size: u64,
     pub sha256: String,
+    /// Must accept the temporary file (`{}` in its words) before anything is renamed.
+    pub validate: Option<Vec<String>>,
 }
 
 /// Writes every file atomically and all-or-nothing: each goes to a temporary file beside its
@@ -228,7 +230,20 @@ pub fn upload(files: &[Upload], limit: Duration) -> RemoteCommand {
              head -c {size} > \"${v}\"\n\
              if [ \"$(sha256sum < \"${v}\" | cut -c1-64)\" != {sum} ]; then \
              echo \"agent: {shown}: received $(wc -c < \"${v}\") of {size} bytes, or they differ from what was sent (sha256)\" >&2; exit 1; fi\n\
-             chmod {mode:o} \"${v}\"\nchown 0:0 \"${v}\"",
+             chmod {mode:o} \"${v}\"\nchown 0:0 \"${v}\"{validate}",
+            validate = match &f.validate {
+                None => String::new(),
+                Some(words) => format!(
+                    "\nif ! {}; then echo \"agent: {shown}: the new file was refused by {}; nothing was changed\" >&2; exit 1; fi",
+                    words
+                        .iter()
+                        .map(|w| if w == "{}" { format!("\"${v}\"") } else { quote(w) })
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    words[0].replace(['"', '\\', '$', '`'], "?"),
+                    shown = f.path.replace(['"', '\\', '$', '`'], "?"),
+                ),
+            },
             qd = quote(dir),
             tmp = quote(&format!("{dir}/.{name}.agent-XXXXXX")),
             size = f.size,
@@ -456,6 +471,7 @@ mod tests {
                 mode: 0o644,
                 source: Source::Text("X=1\n".into()),
                 restarts: vec!["agent-web.service".into()],
+                validate: None,
             }],
             services: vec![ServicePlan {
                 unit: "agent-web.service".into(),
@@ -467,6 +483,7 @@ mod tests {
                 status: 200,
                 service: "agent-web.service".into(),
             }],
+            balancer: false,
         }
     }
 
@@ -545,6 +562,7 @@ mod tests {
             mode,
             size: body.len() as u64,
             sha256: crate::artifact::sha256_hex(body),
+            validate: None,
         }
     }
 
@@ -580,6 +598,27 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a", "b", "sub dir"]);
+
+        // A file its validator refuses: nothing changes either.
+        let mut bad = upload_of(&b, b"broken\n", 0o640);
+        bad.validate = Some(["grep", "-q", "^ok", "{}"].map(String::from).into());
+        let files = [upload_of(&a, b"A3\n", 0o755), bad];
+        let out = sh(&upload(&files, Duration::from_secs(10)).script, b"A3\nbroken\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the new file was refused by grep; nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), b"A\n");
+        assert_eq!(std::fs::read(&b).unwrap(), b"new b\n");
+        let mut ok = upload_of(&b, b"ok\n", 0o640);
+        ok.validate = Some(["grep", "-q", "^ok", "{}"].map(String::from).into());
+        assert!(
+            sh(&upload(&[ok], Duration::from_secs(10)).script, b"ok\n")
+                .status
+                .success()
+        );
+        assert_eq!(std::fs::read(&b).unwrap(), b"ok\n");
     }
 
     #[test]
@@ -625,7 +664,7 @@ mod tests {
                 .replace(SUPERVISOR_LOG_DIR, dir.path().to_str().unwrap())
         };
         let start = ServiceActions::decide(&plans, &facts, false, &BTreeSet::new());
-        assert_eq!(start.start, [unit.clone()]);
+        assert_eq!(start.start, std::slice::from_ref(&unit));
         let out = sh(&fix(services(Init::Supervisor, &start, &plans).script), b"");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let pid = std::fs::read_to_string(dir.path().join(format!("{unit}.pid"))).unwrap();
@@ -636,7 +675,7 @@ mod tests {
         let facts = parse_facts(&lines(&sh(&fix(inspect(&probe).script), b""))).unwrap();
         assert!(facts.services[&unit].active);
         let again = ServiceActions::decide(&plans, &facts, false, &BTreeSet::from([unit.clone()]));
-        assert_eq!(again.restart, [unit.clone()]);
+        assert_eq!(again.restart, std::slice::from_ref(&unit));
         let out = sh(&fix(services(Init::Supervisor, &again, &plans).script), b"");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let pid2 = std::fs::read_to_string(dir.path().join(format!("{unit}.pid"))).unwrap();

@@ -296,7 +296,11 @@ impl SshSession {
 
     /// SHA256 fingerprint of the host key this session verified.
     pub fn host_key_fingerprint(&self) -> Option<String> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner()).fingerprint.clone()
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fingerprint
+            .clone()
     }
 
     async fn exec_inner(
@@ -414,6 +418,10 @@ impl Session for SshSession {
         cancel: &CancellationToken,
     ) -> Outcome {
         self.exec_inner(command, input, output, cancel).await
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.handle.is_closed()
     }
 
     async fn connect_port(&mut self, port: u16) -> std::io::Result<Box<dyn Duplex>> {

@@ -15,9 +15,19 @@ pub struct Fleet {
 impl Fleet {
     /// `name` (≤ 6 chars) and `subnet` (10.210.<subnet>.0/24) must be unique per test.
     pub fn up(name: &str, n: usize, subnet: u8) -> Fleet {
+        Self::with_roles(name, n, subnet, "")
+    }
+
+    /// As [`Fleet::up`], the first hosts with inventory roles (`cluster1:5,cluster2:4,lb:1`).
+    pub fn with_roles(name: &str, n: usize, subnet: u8, roles: &str) -> Fleet {
         let dir = PathBuf::from(format!("/var/tmp/agent-fleet/test-{name}"));
         let prefix = format!("10.210.{subnet}");
-        fleet(&["up", &n.to_string(), "--name", name, "--subnet", &prefix], &dir);
+        let count = n.to_string();
+        let mut args = vec!["up", &count, "--name", name, "--subnet", &prefix];
+        if !roles.is_empty() {
+            args.extend(["--roles", roles]);
+        }
+        fleet(&args, &dir);
         Fleet {
             name: name.to_owned(),
             dir,
@@ -128,4 +138,21 @@ pub fn exec_until_started(fleet: &Fleet, state: &Path, script: &str) -> (Child, 
         assert!(out.read_line(&mut text).unwrap() > 0, "agent ended early: {text}");
     }
     (child, out, text)
+}
+
+/// `GET path` from this machine (the root namespace reaches every fleet host): status and body.
+pub fn http_get(address: &str, port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect((address, port)).unwrap_or_else(|e| panic!("connect {address}:{port}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

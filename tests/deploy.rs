@@ -1,0 +1,293 @@
+//! `agent deploy` end to end on the local fleet: real sshd hosts, the real agent-web binary
+//! (built in release mode by agent itself), HAProxy on the load-balancer host.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{Fleet, agent, events, http_get, run};
+use serde_json::Value;
+
+fn deploy(fleet: &Fleet, state: &Path, spec: &str) -> (i32, Vec<Value>) {
+    let mut c = agent(state);
+    c.args(["deploy", spec, "-i"]).arg(fleet.inventory());
+    c.args(["--json", "--no-logs"]);
+    let r = run(c);
+    assert!(r.stderr.is_empty() || r.code != 0, "stderr: {}", r.stderr);
+    assert!(r.code == 0 || !r.stdout.is_empty(), "exit {}: {}", r.code, r.stderr);
+    (r.code, events(&r.stdout))
+}
+
+/// (host, stage) of every step that changed a host.
+fn changed(events: &[Value]) -> BTreeSet<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["status"] == "changed")
+        .map(|e| (e["host"].as_str().unwrap().into(), e["stage"].as_str().unwrap().into()))
+        .collect()
+}
+
+fn outcome(events: &[Value], host: &str) -> String {
+    common::finished(events, host)["outcome"]["result"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Which instances answer `path` through the balancer, over `n` requests.
+fn answering(lb: &str, path: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let (status, body) = http_get(lb, 80, path);
+            assert_eq!(status, 200, "{path}: {body}");
+            body.strip_prefix("Instance ")
+                .and_then(|b| b.strip_suffix(" is responding now!"))
+                .unwrap_or_else(|| panic!("unexpected body {body:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Pid file contents per host, read through `agent exec` (the supervisor's view of which
+/// process runs).
+fn pids(fleet: &Fleet, state: &Path) -> BTreeMap<String, String> {
+    let mut c = agent(state);
+    c.arg("exec").arg("-i").arg(fleet.inventory());
+    c.args(["--json", "--no-logs", "--sudo", "--", "cat /var/lib/agent/run/*.pid"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let mut by_host = BTreeMap::<String, String>::new();
+    for e in events(&r.stdout).iter().filter(|e| e["event"] == "line") {
+        by_host
+            .entry(e["host"].as_str().unwrap().into())
+            .or_default()
+            .push_str(e["line"].as_str().unwrap());
+    }
+    by_host
+}
+
+#[test]
+fn clusters_behind_haproxy_then_reruns_converge() {
+    let fleet = Fleet::with_roles("dc", 10, 30, "cluster1:5,cluster2:4,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    let (code, ev) = deploy(&fleet, state.path(), "clusters");
+    assert_eq!(code, 0, "{ev:#?}");
+    for i in 0..10 {
+        assert_eq!(outcome(&ev, &fleet.host_name(i)), "deployed");
+    }
+    // Every host got its files and started its service; the supervisor was chosen and said so.
+    let first = changed(&ev);
+    for i in 0..10 {
+        assert!(first.contains(&(fleet.host_name(i), "files".into())), "{first:?}");
+        assert!(first.contains(&(fleet.host_name(i), "services".into())), "{first:?}");
+    }
+    assert!(
+        ev.iter()
+            .any(|e| e["stage"] == "inspect" && e["detail"] == "no systemd: agent supervises the services")
+    );
+    let summary = ev.last().unwrap();
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["changed"].as_u64()),
+        (Some(10), Some(10))
+    );
+
+    // Through HAProxy: each path reaches every host of its cluster and no other; `/` is 404.
+    let lb = &fleet.addresses[9];
+    let names = |r: std::ops::Range<usize>| r.map(|i| fleet.host_name(i)).collect::<BTreeSet<_>>();
+    assert_eq!(answering(lb, "/cluster1", 15), names(0..5));
+    assert_eq!(answering(lb, "/cluster2", 12), names(5..9));
+    assert_eq!(http_get(lb, 80, "/").0, 404);
+    assert_eq!(http_get(lb, 80, "/cluster3").0, 404);
+
+    // A second deploy with nothing changed: no upload, no restart, and it says so.
+    let before = pids(&fleet, state.path());
+    let mut c = agent(state.path());
+    c.args(["deploy", "clusters", "-i"])
+        .arg(fleet.inventory())
+        .arg("--no-logs");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("10 hosts: 10 ok, 0 failed, 0 unreachable · nothing changed: no upload, no install, no restart"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(
+        "load balancer: http://10.210.30.13:80/ (/cluster1 → cluster1, /cluster2 → cluster2; anything else 404)"
+    ));
+    assert_eq!(pids(&fleet, state.path()), before, "nothing restarted");
+
+    // One file drifts on one host: only that file goes back, only that service restarts.
+    let mut c = agent(state.path());
+    c.arg("exec").arg("-i").arg(fleet.inventory());
+    c.args([
+        "--host",
+        "dc-2",
+        "--sudo",
+        "--no-logs",
+        "--",
+        "echo AGENT_WEB_NAME=drifted >> /etc/agent/agent-web.env",
+    ]);
+    assert_eq!(run(c).code, 0);
+    let (code, ev) = deploy(&fleet, state.path(), "clusters");
+    assert_eq!(code, 0, "{ev:#?}");
+    assert_eq!(
+        changed(&ev),
+        BTreeSet::from([("dc-2".into(), "files".into()), ("dc-2".into(), "services".into())])
+    );
+    let step = ev
+        .iter()
+        .find(|e| e["host"] == "dc-2" && e["stage"] == "services" && e["event"] == "step")
+        .unwrap();
+    assert_eq!(step["detail"], "restarted agent-web.service");
+    let after = pids(&fleet, state.path());
+    for (host, pid) in &before {
+        assert_eq!(host == "dc-2", after[host] != *pid, "{host}: {pid} -> {}", after[host]);
+    }
+
+    // A spec whose balancer changes: only the HAProxy host's config and service change.
+    let spec = state.path().join("clusters.toml");
+    let text = include_str!("../remote/specs/clusters.toml").replace(
+        r#"{ path = "/cluster2", role = "cluster2" },"#,
+        r#"{ path = "/cluster2", role = "cluster2" },
+  { path = "/second", role = "cluster2" },"#,
+    );
+    std::fs::write(&spec, text).unwrap();
+    let (code, ev) = deploy(&fleet, state.path(), spec.to_str().unwrap());
+    assert_eq!(code, 0, "{ev:#?}");
+    assert_eq!(
+        changed(&ev),
+        BTreeSet::from([("dc-9".into(), "files".into()), ("dc-9".into(), "services".into())])
+    );
+    // The app itself answers 404 on /second; what matters is that HAProxy routed it to cluster2.
+    let (status, _) = http_get(lb, 80, "/second");
+    assert_eq!(status, 404);
+    assert_eq!(answering(lb, "/cluster2", 4), names(5..9));
+}
+
+#[test]
+fn a_host_lost_mid_deploy_fails_alone_and_the_rerun_converges() {
+    let fleet = Fleet::with_roles("dk", 4, 31, "cluster1:2,cluster2:1,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    let mut c = agent(state.path());
+    c.args(["deploy", "clusters", "-i"]).arg(fleet.inventory());
+    c.args(["--json", "--no-logs"]).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    // Once dk-1 has uploaded its files, its sshd and every process on it die.
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "agent ended early: {text}");
+        text.push_str(&line);
+        let e: Value = serde_json::from_str(&line).unwrap();
+        if e["host"] == "dk-1" && e["event"] == "step" && e["stage"] == "files" {
+            break;
+        }
+    }
+    fleet.host("kill", 1);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    text.push_str(&rest);
+    let status = child.wait().unwrap();
+    let ev = events(&text);
+    assert_eq!(status.code(), Some(3), "unreachable: {ev:#?}");
+    let lost = &common::finished(&ev, "dk-1")["outcome"];
+    assert_eq!(lost["result"], "unreachable", "{lost}");
+    for h in ["dk-0", "dk-2", "dk-3"] {
+        assert_eq!(outcome(&ev, h), "deployed");
+    }
+
+    // The host comes back; the next deploy brings it up and leaves the others alone.
+    fleet.host("start", 1);
+    let (code, ev) = deploy(&fleet, state.path(), "clusters");
+    assert_eq!(code, 0, "{ev:#?}");
+    assert!(changed(&ev).iter().all(|(h, _)| h == "dk-1"), "{:?}", changed(&ev));
+    assert!(changed(&ev).contains(&("dk-1".into(), "services".into())));
+    // HAProxy takes dk-1 back once its checks pass again (rise 2, every 2 s).
+    let want = BTreeSet::from(["dk-0".to_string(), "dk-1".to_string()]);
+    let t0 = std::time::Instant::now();
+    while answering(&fleet.addresses[3], "/cluster1", 6) != want {
+        assert!(t0.elapsed().as_secs() < 15, "dk-1 never rejoined the balancer");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Bad input: one line naming what and where, exit 1, and no host contacted (the addresses
+/// route nowhere; no known_hosts file or deployment record appears).
+#[test]
+fn bad_specs_fail_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let inv = d.join("inventory.toml");
+    std::fs::write(
+        &inv,
+        "[[hosts]]\nname = \"a\"\naddress = \"10.210.99.4\"\nrole = \"cluster1\"\n\n\
+         [[hosts]]\nname = \"b\"\naddress = \"10.210.99.5\"\nrole = \"cluster2\"\n\n\
+         [[hosts]]\nname = \"lb\"\naddress = \"10.210.99.6\"\nrole = \"lb\"\n",
+    )
+    .unwrap();
+    let key = d.join("key.pem");
+    let gen_key = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(gen_key.success());
+    let clusters = include_str!("../remote/specs/clusters.toml");
+    let write = |name: &str, text: String| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let cases = [
+        (
+            write(
+                "role.toml",
+                clusters.replace(r#"role = "cluster2" }"#, r#"role = "cluster3" }"#),
+            ),
+            "balancer: route /cluster2 goes to unknown role \"cluster3\" (roles: cluster1, cluster2)",
+        ),
+        (
+            write("port.toml", clusters.replacen("ports = [80]", "ports = [70000]", 1)),
+            "invalid value: integer `70000`, expected u16 (at line 9)",
+        ),
+        (
+            d.join("missing.toml").to_str().unwrap().to_owned(),
+            "missing.toml: No such file or directory (os error 2) (built-in specs: clusters, inference)",
+        ),
+        ("inference".to_owned(), "spec inference needs hosts with role"),
+    ];
+    for (spec, expected) in cases {
+        let state = d.join("state");
+        let mut c = agent(&state);
+        c.args(["deploy", &spec, "-i"]).arg(&inv).arg("--key").arg(&key);
+        let r = run(c);
+        assert_eq!(r.code, 1, "{spec}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{spec}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with("agent: ") && r.stderr.contains(expected),
+            "{spec}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty());
+        assert!(
+            !d.join("inventory.known_hosts").exists() && !state.exists(),
+            "{spec}: something was written"
+        );
+    }
+
+    // Programs that are not there: one line, nothing written on any host.
+    let state = d.join("state");
+    let mut c = agent(&state);
+    c.args(["deploy", "clusters", "-i"]).arg(&inv).arg("--key").arg(&key);
+    c.arg("--programs").arg(d.join("no-such-dir"));
+    let r = run(c);
+    assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{}", r.stderr);
+    assert!(r.stderr.contains("program agent-web: cannot read "), "{}", r.stderr);
+    assert!(!d.join("inventory.known_hosts").exists());
+}
