@@ -39,6 +39,11 @@ enum Command {
     /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
     /// unreachable (wins over 2), 130 interrupted, 1 bad input.
     Exec(Box<ExecArgs>),
+    /// Copy a local file to the same path on every selected host, atomically (a temporary
+    /// file beside the target, fsynced, then renamed), as pscp or Ansible's copy would.
+    ///
+    /// Exit status as for exec.
+    Copy(Box<CopyArgs>),
     /// Deploy a spec onto the inventory's hosts: upload the programs and their rendered
     /// files, install packages, start the services, check their health.
     ///
@@ -108,6 +113,30 @@ struct OutputArgs {
 }
 
 #[derive(Debug, Args)]
+struct CopyArgs {
+    #[command(flatten)]
+    hosts: HostArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// How many hosts to work on at once.
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// Limit for the copy on each host, enforced on the host too.
+    #[arg(short, long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// Write as root (sudo -n) and make root the owner; otherwise the login user writes it.
+    #[arg(long)]
+    sudo: bool,
+    /// Mode of the remote file, in octal [default: the local file's].
+    #[arg(long, value_name = "OCTAL")]
+    mode: Option<String>,
+    /// The local file.
+    source: PathBuf,
+    /// The remote path (absolute); ending in `/`, the file keeps its name in that folder.
+    dest: String,
+}
+
+#[derive(Debug, Args)]
 struct DeployArgs {
     /// A built-in spec (clusters, inference) or the path of a spec file.
     spec: String,
@@ -157,6 +186,7 @@ impl Cli {
     pub fn resolve(self) -> anyhow::Result<Settings> {
         match self.command {
             Command::Exec(args) => resolve_exec(*args).map(Settings::Exec),
+            Command::Copy(args) => resolve_copy(*args).map(Settings::Exec),
             Command::Deploy(args) => resolve_deploy(*args).map(|s| Settings::Deploy(Box::new(s))),
             Command::Plan(args) => {
                 let spec = Spec::load(&args.spec)?;
@@ -184,11 +214,64 @@ fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
         job: ExecJob {
             targets,
             command: RemoteCommand::new(script, args.timeout).sudo(args.sudo),
+            input: Vec::new(),
             parallel: usize::from(args.parallel),
             ssh: SshSettings {
                 connect_timeout: args.hosts.connect_timeout,
                 wait: args.hosts.ssh_wait,
                 pty: args.pty,
+                ..SshSettings::default()
+            },
+            known_hosts,
+        },
+        output,
+    })
+}
+
+fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
+    use std::os::unix::fs::PermissionsExt;
+    let src = &args.source;
+    let meta = std::fs::metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file: copy takes one file", src.display());
+    }
+    let mut dest = args.dest.clone();
+    if !dest.starts_with('/') {
+        bail!("remote path {dest:?} is not absolute: give the full path, e.g. /tmp/{dest}");
+    }
+    if dest.ends_with('/') {
+        let name = src.file_name().context("the local path has no file name")?;
+        dest.push_str(&name.to_string_lossy());
+    }
+    let mode = match &args.mode {
+        None => meta.permissions().mode() & 0o777,
+        Some(m) => u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .with_context(|| format!("--mode {m:?} is not an octal mode such as 644"))?,
+    };
+    if args.timeout.is_zero() {
+        bail!("--timeout must be more than zero (every command is bounded)");
+    }
+    // Streamed from disk to each host; a file that changes size meanwhile is refused there.
+    std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let upload = crate::step::Upload {
+        path: dest.clone(),
+        mode,
+        size: meta.len(),
+        validate: None,
+    };
+    let (targets, known_hosts) = resolve_targets(&args.hosts)?;
+    let output = resolve_output(&args.output, "copy", format!("agent copy {} {dest}", src.display()));
+    Ok(ExecSettings {
+        job: ExecJob {
+            targets,
+            command: crate::step::upload(&[upload], args.timeout, args.sudo),
+            input: vec![crate::session::Payload::File(src.clone())],
+            parallel: usize::from(args.parallel),
+            ssh: SshSettings {
+                connect_timeout: args.hosts.connect_timeout,
+                wait: args.hosts.ssh_wait,
                 ..SshSettings::default()
             },
             known_hosts,

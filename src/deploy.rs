@@ -20,7 +20,7 @@ use crate::inventory::Transport;
 use crate::job::Target;
 use crate::plan::{HealthCheck, HostPlan, Plan, Source};
 use crate::record::RecordStore;
-use crate::session::{LocalSession, Output, Session};
+use crate::session::{LocalSession, Output, Payload, Session};
 use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::{SshSession, SshSettings};
 use crate::step::{self, Facts, Init, ServiceActions, Upload};
@@ -301,7 +301,7 @@ impl HostRun<'_> {
     async fn files(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<Vec<usize>> {
         let started = self.stage(Stage::Files).await;
         let mut uploads = Vec::new();
-        let mut input: Vec<Bytes> = Vec::new();
+        let mut input: Vec<Payload> = Vec::new();
         let mut changed = Vec::new();
         let mut sums = BTreeMap::new();
         for (i, f) in self.plan.files.iter().enumerate() {
@@ -324,10 +324,9 @@ impl HostRun<'_> {
                 path: f.path.clone(),
                 mode: f.mode,
                 size: bytes.len() as u64,
-                sha256: sha,
                 validate: f.validate.clone(),
             });
-            input.push(bytes);
+            input.push(Payload::Bytes(bytes));
             changed.push(i);
         }
         if uploads.is_empty() {
@@ -346,8 +345,14 @@ impl HostRun<'_> {
         let total: u64 = uploads.iter().map(|u| u.size).sum();
         // Generous for slow links: two minutes plus a second per MB.
         let limit = Duration::from_secs(120 + total / 1_000_000);
-        self.run(Stage::Files, session, &step::upload(&uploads, limit), &input, started)
-            .await?;
+        self.run(
+            Stage::Files,
+            session,
+            &step::upload(&uploads, limit, true),
+            &input,
+            started,
+        )
+        .await?;
         self.save(|h| h.files = sums)?;
         let detail = format!(
             "uploaded {} of {} files, {}",
@@ -430,7 +435,7 @@ impl HostRun<'_> {
         stage: Stage,
         session: &mut impl Session,
         command: &RemoteCommand,
-        input: &[Bytes],
+        input: &[Payload],
         started: Instant,
     ) -> StepResult<()> {
         let outcome = session.exec(command, input, &mut self.output, self.cancel).await;

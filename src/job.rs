@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::command::RemoteCommand;
 use crate::event::{Event, HostId, Outcome, Stage};
 use crate::inventory::{Host, Transport};
-use crate::session::{LocalSession, Output, Session};
+use crate::session::{LocalSession, Output, Payload, Session};
 use crate::ssh::key::ClientKey;
 use crate::ssh::known_hosts::KnownHosts;
 use crate::ssh::{SshSession, SshSettings};
@@ -27,6 +27,8 @@ pub struct Target {
 pub struct ExecJob {
     pub targets: Vec<Target>,
     pub command: RemoteCommand,
+    /// Written to the command's stdin on every host (`agent copy`: the file).
+    pub input: Vec<Payload>,
     pub parallel: usize,
     pub ssh: SshSettings,
     pub known_hosts: Arc<KnownHosts>,
@@ -36,12 +38,14 @@ pub struct ExecJob {
 /// never send [`Event::Finished`]; the renderer reports them as not reached.
 pub async fn run(job: ExecJob, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(job.parallel.max(1)));
-    let command = Arc::new(job.command);
-    let ssh = Arc::new(job.ssh);
+    let work = Arc::new(Work {
+        command: job.command,
+        input: job.input,
+        ssh: job.ssh,
+    });
     let mut tasks = JoinSet::new();
     for (id, target) in job.targets.into_iter().enumerate() {
-        let (permits, command, ssh, known_hosts) =
-            (permits.clone(), command.clone(), ssh.clone(), job.known_hosts.clone());
+        let (permits, work, known_hosts) = (permits.clone(), work.clone(), job.known_hosts.clone());
         let (tx, cancel) = (tx.clone(), cancel.clone());
         tasks.spawn(async move {
             let _permit = tokio::select! {
@@ -49,7 +53,7 @@ pub async fn run(job: ExecJob, tx: mpsc::Sender<Event>, cancel: CancellationToke
                 _ = cancel.cancelled() => return,
             };
             let started = Instant::now();
-            let outcome = on_host(id, &target, &command, &ssh, known_hosts, &tx, &cancel).await;
+            let outcome = on_host(id, &target, &work, known_hosts, &tx, &cancel).await;
             let _ = tx
                 .send(Event::Finished {
                     host: id,
@@ -62,21 +66,28 @@ pub async fn run(job: ExecJob, tx: mpsc::Sender<Event>, cancel: CancellationToke
     while tasks.join_next().await.is_some() {}
 }
 
+/// What every host runs, shared by the host tasks.
+struct Work {
+    command: RemoteCommand,
+    input: Vec<Payload>,
+    ssh: SshSettings,
+}
+
 async fn on_host(
     id: HostId,
     target: &Target,
-    command: &RemoteCommand,
-    ssh: &SshSettings,
+    work: &Work,
     known_hosts: Arc<KnownHosts>,
     tx: &mpsc::Sender<Event>,
     cancel: &CancellationToken,
 ) -> Outcome {
+    let (command, input, ssh) = (&work.command, &work.input[..], &work.ssh);
     let stage = |stage| tx.send(Event::Stage { host: id, stage });
     let mut output = Output::new(id, tx.clone());
     match (&target.host.transport, &target.key) {
         (Transport::Local, _) => {
             let _ = stage(Stage::Running).await;
-            run_in(LocalSession, command, &mut output, cancel).await
+            run_in(LocalSession, command, input, &mut output, cancel).await
         }
         (Transport::Ssh, Some(key)) => {
             let _ = stage(Stage::Connecting).await;
@@ -88,7 +99,7 @@ async fn on_host(
             match session {
                 Ok(session) => {
                     let _ = stage(Stage::Running).await;
-                    run_in(session, command, &mut output, cancel).await
+                    run_in(session, command, input, &mut output, cancel).await
                 }
                 Err(_) if cancel.is_cancelled() => Outcome::Interrupted,
                 Err(e) => Outcome::Unreachable { reason: e.to_string() },
@@ -103,10 +114,11 @@ async fn on_host(
 async fn run_in(
     mut session: impl Session,
     command: &RemoteCommand,
+    input: &[Payload],
     output: &mut Output,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let outcome = session.exec(command, &[], output, cancel).await;
+    let outcome = session.exec(command, input, output, cancel).await;
     session.close().await;
     outcome
 }

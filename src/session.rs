@@ -19,7 +19,7 @@ pub trait Session: Send {
     fn exec(
         &mut self,
         command: &RemoteCommand,
-        input: &[Bytes],
+        input: &[Payload],
         output: &mut Output,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Outcome> + Send;
@@ -34,6 +34,23 @@ pub trait Session: Send {
     }
 
     fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// What a command reads on its stdin: bytes in memory (shared by every host), or a file
+/// streamed from disk so a large upload never sits in memory.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Bytes(Bytes),
+    File(std::path::PathBuf),
+}
+
+impl Payload {
+    pub async fn reader(&self) -> std::io::Result<Box<dyn AsyncRead + Unpin + Send>> {
+        Ok(match self {
+            Payload::Bytes(b) => Box::new(std::io::Cursor::new(b.clone())),
+            Payload::File(path) => Box::new(tokio::fs::File::open(path).await?),
+        })
+    }
 }
 
 /// A byte stream both ways (a TCP socket, an SSH channel).
@@ -137,7 +154,7 @@ impl Session for LocalSession {
     async fn exec(
         &mut self,
         command: &RemoteCommand,
-        input: &[Bytes],
+        input: &[Payload],
         output: &mut Output,
         cancel: &CancellationToken,
     ) -> Outcome {
@@ -164,16 +181,18 @@ impl Session for LocalSession {
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
         let stdin = child.stdin.take();
-        let input: Vec<Bytes> = input.to_vec();
+        let input: Vec<Payload> = input.to_vec();
         // Written beside the reads: a command that fails early must not leave us blocked on
         // a full pipe. Write errors mean the command stopped reading; its exit status says why.
         let feed = tokio::spawn(async move {
             if let Some(mut stdin) = stdin {
-                for chunk in input {
-                    if stdin.write_all(&chunk).await.is_err() {
+                for payload in input {
+                    let Ok(mut reader) = payload.reader().await else { return };
+                    if tokio::io::copy(&mut reader, &mut stdin).await.is_err() {
                         return;
                     }
                 }
+                let _ = stdin.shutdown().await;
             }
         });
         let _feed = AbortOnDrop(feed);
