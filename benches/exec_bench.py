@@ -147,18 +147,52 @@ class Result:
         self.ok, self.wall, self.cpu, self.maxrss, self.tree_rss, self.err = ok, wall, cpu, maxrss, tree_rss, err
 
 
-def measure(argv, env, stdout_path, keep_pids, check):
-    """Runs argv, returns a Result. stdout goes to stdout_path (or /dev/null if None)."""
+def spawn_clean(argv, env, out, errf):
+    """Starts argv as a grandchild, through sh, which exits at once; returns its pid. The tool
+    is reparented to this process (a child subreaper), so wait4 reaps it, and its maxrss is
+    its own: a child forked from this Python process keeps Python's peak RSS as its maxrss
+    across exec (the kernel carries the old mm's high-water mark over), which would put a
+    floor of this harness's RSS under every tool's figure. sh's own peak is ~1 MB. As any
+    background job of a non-interactive sh, the tool starts with SIGINT and SIGQUIT ignored
+    (measure() kills it if the harness is interrupted)."""
+    # sh: stdin = the tool's stdout file, stdout = a pipe for the pid (dash has no fd > 9)
+    sh = subprocess.Popen(["sh", "-c", 'exec 3>&0 0</dev/null; "$@" >&3 3>&- & echo $!', "sh", *argv], env=env,
+                          stdin=out, stdout=subprocess.PIPE, stderr=errf)
+    text = sh.stdout.read()
+    sh.stdout.close()
+    if sh.wait() != 0 or not text.strip().isdigit():
+        raise RuntimeError(f"could not start {argv[0]} through sh (exit {sh.returncode})")
+    return int(text)
+
+
+def measure(argv, env, stdout_path, keep_pids, check, clean_rss=False):
+    """Runs argv, returns a Result. stdout goes to stdout_path (or /dev/null if None).
+    clean_rss: start it through spawn_clean(), so its peak RSS is its own (without it, the
+    figure is at least this harness's RSS, ~20-25 MB)."""
     cpu0 = children_cpu()
     errf = tempfile.TemporaryFile()
     out = open(stdout_path, "wb") if stdout_path else open(os.devnull, "wb")
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=errf)
-    sampler = TreeSampler(p.pid, keep_pids)
+    p = None
+    if clean_rss:
+        pid = spawn_clean(argv, env, out, errf)
+    else:
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=errf)
+        pid = p.pid
+    sampler = TreeSampler(pid, keep_pids)
     sampler.start()
-    _, status, ru = os.wait4(p.pid, 0)
+    try:
+        _, status, ru = os.wait4(pid, 0)
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        raise
     wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
+    returncode = os.waitstatus_to_exitcode(status)
+    if p is not None:
+        p.returncode = returncode  # reaped here: Popen must not wait for it again
     sampler.stop_ev.set()
     sampler.join()
     out.close()
@@ -185,8 +219,8 @@ def measure(argv, env, stdout_path, keep_pids, check):
         with open(stdout_path, errors="replace") as f:
             stdout = f.read()
     err = ""
-    if p.returncode != 0:
-        err = f"exit status {p.returncode}"
+    if returncode != 0:
+        err = f"exit status {returncode}"
     else:
         err = check(stdout, stderr) or ""
     if err:

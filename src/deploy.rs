@@ -88,11 +88,7 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 Outcome::Deployed => "ok".to_owned(),
                 other => crate::render::describe(other),
             };
-            if let Err(e) = shared.record.update(&key, |h| h.result = Some(result)) {
-                host.output
-                    .notice(format!("cannot save the deployment record: {e}"))
-                    .await;
-            }
+            shared.record.note(&key, |h| h.result = Some(result));
             let _ = tx
                 .send(Event::Finished {
                     host: id,
@@ -172,14 +168,11 @@ impl HostRun<'_> {
                 match connected {
                     Ok(session) => {
                         let fingerprint = session.host_key_fingerprint();
-                        let saved = self.save(|h| {
+                        self.shared.record.note(self.key, |h| {
                             h.name = target.host.name.clone();
                             h.role = target.host.role.clone().unwrap_or_default();
                             h.host_key = fingerprint.clone();
                         });
-                        if let Err(f) = saved {
-                            return f.outcome;
-                        }
                         self.step(
                             Stage::Connecting,
                             StepStatus::Unchanged,
@@ -208,7 +201,7 @@ impl HostRun<'_> {
             Ok(()) => Outcome::Deployed,
             Err(f) => {
                 if !matches!(f.outcome, Outcome::Interrupted | Outcome::Unreachable { .. }) {
-                    let _ = self.shared.record.update(self.key, |h| {
+                    self.shared.record.note(self.key, |h| {
                         h.steps.insert(f.stage.name().into(), "failed".into());
                     });
                 }
@@ -240,7 +233,7 @@ impl HostRun<'_> {
             Ok(f) => f,
             Err(e) => return Err(self.fail(Stage::Inspect, e.to_string(), started).await),
         };
-        self.save(|h| h.init = Some(facts.init))?;
+        self.shared.record.note(self.key, |h| h.init = Some(facts.init));
         let detail = match facts.init {
             Init::Systemd => "systemd runs the services".to_owned(),
             Init::Supervisor => "no systemd: agent supervises the services".to_owned(),
@@ -330,7 +323,7 @@ impl HostRun<'_> {
             changed.push(i);
         }
         if uploads.is_empty() {
-            self.save(|h| h.files = sums)?;
+            self.shared.record.note(self.key, |h| h.files = sums);
             let detail = format!("{} files up to date", self.plan.files.len());
             self.step(Stage::Files, StepStatus::Unchanged, detail, started).await;
             return Ok(changed);
@@ -341,7 +334,7 @@ impl HostRun<'_> {
             .iter()
             .flat_map(|&i| self.plan.files[i].restarts.iter().cloned())
             .collect();
-        self.save(|h| h.pending_restart.extend(owed))?;
+        self.commit(|h| h.pending_restart.extend(owed)).await?;
         let total: u64 = uploads.iter().map(|u| u.size).sum();
         // Generous for slow links: two minutes plus a second per MB.
         let limit = Duration::from_secs(120 + total / 1_000_000);
@@ -353,7 +346,7 @@ impl HostRun<'_> {
             started,
         )
         .await?;
-        self.save(|h| h.files = sums)?;
+        self.shared.record.note(self.key, |h| h.files = sums);
         let detail = format!(
             "uploaded {} of {} files, {}",
             uploads.len(),
@@ -378,7 +371,8 @@ impl HostRun<'_> {
         }
         let cmd = step::services(facts.init, &actions, &self.plan.services);
         self.run(Stage::Services, session, &cmd, &[], started).await?;
-        self.save(|h| h.pending_restart.clear())?;
+        // Not waited for: if it is lost, the next run merely restarts these once more.
+        self.shared.record.note(self.key, |h| h.pending_restart.clear());
         self.step(Stage::Services, StepStatus::Changed, actions.summary(), started)
             .await;
         Ok(())
@@ -484,7 +478,7 @@ impl HostRun<'_> {
     }
 
     async fn step(&self, stage: Stage, status: StepStatus, detail: String, started: Instant) {
-        let _ = self.shared.record.update(self.key, |h| {
+        self.shared.record.note(self.key, |h| {
             h.steps
                 .insert(stage.name().into(), format!("{status:?}").to_lowercase());
         });
@@ -500,19 +494,23 @@ impl HostRun<'_> {
             .await;
     }
 
-    /// Saves a change to this host's record; a record that cannot be saved stops the host,
-    /// since the next run would not know what this one did.
-    fn save(&self, change: impl FnOnce(&mut crate::record::HostRecord)) -> StepResult<()> {
-        self.shared.record.update(self.key, change).map_err(|e| StepFailure {
-            stage: Stage::Files,
-            outcome: Outcome::Failed {
+    /// Saves a change to this host's record before going on; a record that cannot be saved
+    /// stops the host, since the next run would not know what this one did.
+    async fn commit(&self, change: impl FnOnce(&mut crate::record::HostRecord)) -> StepResult<()> {
+        self.shared
+            .record
+            .commit(self.key, change)
+            .await
+            .map_err(|e| StepFailure {
                 stage: Stage::Files,
-                reason: format!(
-                    "cannot save the deployment record {}: {e}",
-                    self.shared.record.path().display()
-                ),
-            },
-        })
+                outcome: Outcome::Failed {
+                    stage: Stage::Files,
+                    reason: format!(
+                        "cannot save the deployment record {}: {e}",
+                        self.shared.record.path().display()
+                    ),
+                },
+            })
     }
 }
 

@@ -3,22 +3,26 @@
 //! Data flows one way:
 //!
 //! ```text
-//! cli ──► settings ──► job ──► session (ssh | local) ──► event ──► render
+//! cli ──► settings ──► plan ──► deploy | job ──► session (ssh | local) ──► event ──► render
 //! ```
 //!
 //! - [`cli`]: clap types, resolved into plain [`settings`] before any work (inventory read,
-//!   keys loaded and checked).
+//!   keys loaded and checked, spec validated and planned).
 //! - [`inventory`]: hosts from a TOML file or `--host`.
 //! - [`command`]: remote commands as pure values (rendered strings, unit-tested).
-//! - [`job`]: fan-out over hosts with a semaphore; emits [`event::Event`]s, prints nothing.
-//! - [`session`]: the `Session` trait (run a command, stream output); [`ssh`] implements it
-//!   over russh with pinned host keys ([`ssh::known_hosts`]) and checked keys ([`ssh::key`]).
-//! - [`render`]: the one printer (TTY bar, plain lines, NDJSON), per-host logs, summary.
+//! - [`job`]: `exec` and `copy` fan-out over hosts with a semaphore; emits [`event::Event`]s.
+//! - [`deploy`]: per-host deploy pipelines of bounded steps; the remote side of each step is
+//!   a value from [`step`]; progress saved in the [`record`]; programs from [`artifact`].
+//! - [`session`]: the `Session` trait (run a command with stdin, stream output, reach a port
+//!   on the host); [`ssh`] implements it over russh with pinned host keys
+//!   ([`ssh::known_hosts`]) and checked keys ([`ssh::key`]).
+//! - [`render`]: the one printer (TTY bars, plain lines, NDJSON), per-host logs, summary.
 //! - [`spec`]: deployment specs (roles, programs, ports, load balancer routes); the course
 //!   labs' `clusters` and `inference` are built in (`remote/specs/`).
 //! - [`plan`]: what a deployment does on each host, as pure data (`agent plan` prints it).
 //! - [`balancer`]: the HAProxy config of the load-balancer host off AWS.
-//! - [`unit`]: systemd units for the remote programs (askama templates in `remote/templates/`).
+//! - [`unit`]: systemd units, environment files and run scripts for the remote programs
+//!   (askama templates in `remote/templates/`).
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -40,6 +44,7 @@ pub mod ssh;
 pub mod step;
 pub mod unit;
 
+use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +96,11 @@ async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyho
     names.sort();
     names.dedup();
     let programs = artifact::programs(&names, &s.programs)?;
-    let record = record::RecordStore::open(&s.record, &s.plan.deployment, s.known_hosts.path())?;
+    let record = std::sync::Arc::new(record::RecordStore::open(
+        &s.record,
+        &s.plan.deployment,
+        s.known_hosts.path(),
+    )?);
     let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
     let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
         .per_host_lines()
@@ -105,11 +114,15 @@ async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyho
         parallel: s.parallel,
         ssh: s.ssh,
         known_hosts: s.known_hosts,
-        record: std::sync::Arc::new(record),
+        record: record.clone(),
         health_timeout: s.health_timeout,
     };
     deploy::run(job, tx, cancel.clone()).await;
     let report = printer.await??;
+    record
+        .flush()
+        .await
+        .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
     Ok(exit_status(&report, cancel.is_cancelled()))
 }
 

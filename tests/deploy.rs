@@ -173,23 +173,33 @@ fn clusters_behind_haproxy_then_reruns_converge() {
 fn a_host_lost_mid_deploy_fails_alone_and_the_rerun_converges() {
     let fleet = Fleet::with_roles("dk", 4, 31, "cluster1:2,cluster2:1,lb:1");
     let state = tempfile::tempdir().unwrap();
+    // Something squats dk-1's port 80 and never answers, so its health check keeps trying:
+    // the host is mid-deploy, deterministically, when its sshd and every process on it die.
+    let mut squatter = std::process::Command::new("ip")
+        .args(["netns", "exec", "dk-1", "perl", "-MIO::Socket::INET", "-e"])
+        .arg("my $s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die $!; sleep 120")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let mut c = agent(state.path());
     c.args(["deploy", "clusters", "-i"]).arg(fleet.inventory());
     c.args(["--json", "--no-logs"]).stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut text = String::new();
-    // Once dk-1 has uploaded its files, its sshd and every process on it die.
     loop {
         let mut line = String::new();
         assert!(out.read_line(&mut line).unwrap() > 0, "agent ended early: {text}");
         text.push_str(&line);
         let e: Value = serde_json::from_str(&line).unwrap();
-        if e["host"] == "dk-1" && e["event"] == "step" && e["stage"] == "files" {
+        if e["host"] == "dk-1" && e["event"] == "stage" && e["stage"] == "health" {
             break;
         }
     }
+    std::thread::sleep(std::time::Duration::from_millis(500));
     fleet.host("kill", 1);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     text.push_str(&rest);
@@ -208,6 +218,30 @@ fn a_host_lost_mid_deploy_fails_alone_and_the_rerun_converges() {
     assert_eq!(code, 0, "{ev:#?}");
     assert!(changed(&ev).iter().all(|(h, _)| h == "dk-1"), "{:?}", changed(&ev));
     assert!(changed(&ev).contains(&("dk-1".into(), "services".into())));
+    // A run that crashed between upload and restart leaves the new files on the host (so
+    // checksums match the plan) and, in the record, the service that still owes a restart.
+    // The next deploy uploads nothing and restarts exactly that service.
+    let record_path = state.path().join("agent/deployments/clusters.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let key = format!("ubuntu@{}:22", fleet.addresses[0]);
+    record["hosts"][&key]["pending_restart"] = serde_json::json!(["agent-web.service"]);
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let (code, ev) = deploy(&fleet, state.path(), "clusters");
+    assert_eq!(code, 0, "{ev:#?}");
+    let services: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event"] == "step" && e["stage"] == "services" && e["status"] == "changed")
+        .map(|e| (e["host"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(services, [("dk-0", "restarted agent-web.service")]);
+    assert!(
+        !changed(&ev).iter().any(|(_, stage)| stage == "files"),
+        "{:?}",
+        changed(&ev)
+    );
+    let record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert_eq!(record["hosts"][&key]["pending_restart"], serde_json::json!([]));
+
     // HAProxy takes dk-1 back once its checks pass again (rise 2, every 2 s).
     let want = BTreeSet::from(["dk-0".to_string(), "dk-1".to_string()]);
     let t0 = std::time::Instant::now();
