@@ -97,6 +97,9 @@ struct HostArgs {
     /// How long to keep retrying hosts that refuse, reset or stay silent (still booting).
     #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
     ssh_wait: Duration,
+    /// How many hosts to work on at once.
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
 }
 
 #[derive(Debug, Args)]
@@ -118,9 +121,6 @@ struct CopyArgs {
     hosts: HostArgs,
     #[command(flatten)]
     output: OutputArgs,
-    /// How many hosts to work on at once.
-    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
-    parallel: u16,
     /// Limit for the copy on each host, enforced on the host too.
     #[arg(short, long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
@@ -144,9 +144,6 @@ struct DeployArgs {
     hosts: HostArgs,
     #[command(flatten)]
     output: OutputArgs,
-    /// How many hosts to work on at once.
-    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
-    parallel: u16,
     /// A folder with prebuilt binaries of the remote programs (agent-web, ...), instead of
     /// building them with cargo in agent's source tree.
     #[arg(long, value_name = "DIR")]
@@ -162,9 +159,6 @@ struct ExecArgs {
     hosts: HostArgs,
     #[command(flatten)]
     output: OutputArgs,
-    /// How many hosts to work on at once.
-    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
-    parallel: u16,
     /// Limit for the command on each host, enforced on the host too.
     #[arg(short, long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
@@ -215,7 +209,7 @@ fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
             targets,
             command: RemoteCommand::new(script, args.timeout).sudo(args.sudo),
             input: Vec::new(),
-            parallel: usize::from(args.parallel),
+            parallel: usize::from(args.hosts.parallel),
             ssh: SshSettings {
                 connect_timeout: args.hosts.connect_timeout,
                 wait: args.hosts.ssh_wait,
@@ -268,7 +262,7 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
             targets,
             command: crate::step::upload(&[upload], args.timeout, args.sudo),
             input: vec![crate::session::Payload::File(src.clone())],
-            parallel: usize::from(args.parallel),
+            parallel: usize::from(args.hosts.parallel),
             ssh: SshSettings {
                 connect_timeout: args.hosts.connect_timeout,
                 wait: args.hosts.ssh_wait,
@@ -327,7 +321,7 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
             .join(format!("{}.json", spec.name)),
         plan,
         targets: chosen,
-        parallel: usize::from(args.parallel),
+        parallel: usize::from(args.hosts.parallel),
         ssh: SshSettings {
             connect_timeout: args.hosts.connect_timeout,
             wait: args.hosts.ssh_wait,

@@ -173,25 +173,28 @@ impl Renderer {
         if let Some(logs) = &mut self.logs {
             logs.record(&self.hosts, &self.title, &event);
         }
+        // Recorded for the final table whatever the mode.
+        if let Event::Step {
+            host,
+            stage,
+            status,
+            detail,
+            elapsed,
+        } = &event
+        {
+            self.report.steps[*host].push(StepRecord {
+                stage: *stage,
+                status: *status,
+                detail: detail.clone(),
+                elapsed: *elapsed,
+            });
+        }
         if self.mode == Mode::Json {
             let host = &self.hosts[host_of(&event)].name;
             serde_json::to_writer(&mut self.out, &JsonEvent { host, event: &event })?;
             self.out.write_all(b"\n")?;
-            match event {
-                Event::Finished { host, outcome, elapsed } => self.report.results[host] = Some((outcome, elapsed)),
-                Event::Step {
-                    host,
-                    stage,
-                    status,
-                    detail,
-                    elapsed,
-                } => self.report.steps[host].push(StepRecord {
-                    stage,
-                    status,
-                    detail,
-                    elapsed,
-                }),
-                _ => {}
+            if let Event::Finished { host, outcome, elapsed } = event {
+                self.report.results[host] = Some((outcome, elapsed));
             }
             return Ok(());
         }
@@ -224,12 +227,6 @@ impl Renderer {
                     );
                     self.line(host, Stream::Stdout, &text)?;
                 }
-                self.report.steps[host].push(StepRecord {
-                    stage,
-                    status,
-                    detail,
-                    elapsed,
-                });
             }
             Event::Finished { host, outcome, elapsed } => {
                 if !outcome.is_success() {
