@@ -16,13 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::artifact::{Blob, sha256_hex};
 use crate::command::RemoteCommand;
 use crate::event::{Event, HostId, Outcome, Stage, StepStatus};
-use crate::inventory::Transport;
-use crate::job::Target;
+use crate::job::{Connection, Target};
 use crate::plan::{HealthCheck, HostPlan, Plan, Source};
 use crate::record::RecordStore;
-use crate::session::{LocalSession, Output, Payload, Session};
+use crate::session::{Output, Payload, Session};
+use crate::ssh::SshSettings;
 use crate::ssh::known_hosts::KnownHosts;
-use crate::ssh::{SshSession, SshSettings};
 use crate::step::{self, Facts, Init, ServiceActions, Upload};
 
 /// Everything `agent deploy` needs, resolved and built: no parsing or compiling left to do.
@@ -132,81 +131,45 @@ struct HostRun<'a> {
     key: &'a str,
 }
 
-/// Why a step stopped the pipeline.
-struct StepFailure {
-    stage: Stage,
-    outcome: Outcome,
-}
-
-type StepResult<T> = Result<T, StepFailure>;
+/// A step that stops the pipeline ends the host with this outcome.
+type StepResult<T> = Result<T, Outcome>;
 
 impl HostRun<'_> {
     async fn deploy(&mut self, target: &Target) -> Outcome {
-        self.stage(Stage::Connecting).await;
         let started = Instant::now();
-        match (&target.host.transport, &target.key) {
-            (Transport::Local, _) => {
-                self.step(Stage::Connecting, StepStatus::Skipped, "this machine".into(), started)
-                    .await;
-                self.pipeline(LocalSession).await
-            }
-            (Transport::Ssh, Some(key)) => {
-                let tx = self.tx.clone();
-                let id = self.id;
-                let notify = move |message: String| {
-                    let _ = tx.try_send(Event::Notice { host: id, message });
-                };
-                let connected = SshSession::connect(
-                    &target.host,
-                    key,
-                    self.shared.known_hosts.clone(),
-                    &self.shared.ssh,
-                    &notify,
-                    self.cancel,
-                )
-                .await;
-                match connected {
-                    Ok(session) => {
-                        let fingerprint = session.host_key_fingerprint();
-                        self.shared.record.note(self.key, |h| {
-                            h.name = target.host.name.clone();
-                            h.role = target.host.role.clone().unwrap_or_default();
-                            h.host_key = fingerprint.clone();
-                        });
-                        self.step(
-                            Stage::Connecting,
-                            StepStatus::Unchanged,
-                            format!("ssh {}@{}", target.host.user, target.host.address),
-                            started,
-                        )
+        let known_hosts = self.shared.known_hosts.clone();
+        let connected = crate::job::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel).await;
+        let session = match connected {
+            Ok(session) => session,
+            Err(outcome) => {
+                if matches!(outcome, Outcome::Unreachable { .. }) {
+                    self.step(Stage::Connecting, StepStatus::Failed, String::new(), started)
                         .await;
-                        self.pipeline(session).await
-                    }
-                    Err(_) if self.cancel.is_cancelled() => Outcome::Interrupted,
-                    Err(e) => {
-                        self.step(Stage::Connecting, StepStatus::Failed, String::new(), started)
-                            .await;
-                        Outcome::Unreachable { reason: e.to_string() }
-                    }
                 }
+                return outcome;
             }
-            (Transport::Ssh, None) => Outcome::Unreachable {
-                reason: "no key for this host: pass --key".into(),
-            },
-        }
+        };
+        let (status, detail) = match &session {
+            Connection::Ssh(_) => (
+                StepStatus::Unchanged,
+                format!("ssh {}@{}", target.host.user, target.host.address),
+            ),
+            Connection::Local(_) => (StepStatus::Skipped, "this machine".to_owned()),
+        };
+        self.shared.record.note(self.key, |h| {
+            h.name = target.host.name.clone();
+            h.role = target.host.role.clone().unwrap_or_default();
+            h.host_key = session.host_key_fingerprint();
+        });
+        self.step(Stage::Connecting, status, detail, started).await;
+        self.pipeline(session).await
     }
 
     async fn pipeline(&mut self, mut session: impl Session) -> Outcome {
+        // A failed step has already recorded itself (see `step`).
         let outcome = match self.steps(&mut session).await {
             Ok(()) => Outcome::Deployed,
-            Err(f) => {
-                if !matches!(f.outcome, Outcome::Interrupted | Outcome::Unreachable { .. }) {
-                    self.shared.record.note(self.key, |h| {
-                        h.steps.insert(f.stage.name().into(), "failed".into());
-                    });
-                }
-                f.outcome
-            }
+            Err(outcome) => outcome,
         };
         session.close().await;
         outcome
@@ -389,19 +352,13 @@ impl HostRun<'_> {
         for check in &self.plan.health {
             if let Err(why) = poll(session, check, deadline, self.cancel).await {
                 if self.cancel.is_cancelled() {
-                    return Err(StepFailure {
-                        stage: Stage::Health,
-                        outcome: Outcome::Interrupted,
-                    });
+                    return Err(Outcome::Interrupted);
                 }
                 if !session.is_alive() {
                     let reason = "connection lost during the health check".to_owned();
                     self.step(Stage::Health, StepStatus::Failed, reason.clone(), started)
                         .await;
-                    return Err(StepFailure {
-                        stage: Stage::Health,
-                        outcome: Outcome::Unreachable { reason },
-                    });
+                    return Err(Outcome::Unreachable { reason });
                 }
                 let logs = step::logs(facts.init, &check.service);
                 let _ = session.exec(&logs, &[], &mut self.output, self.cancel).await;
@@ -439,16 +396,10 @@ impl HostRun<'_> {
     async fn check(&mut self, stage: Stage, outcome: Outcome, started: Instant) -> StepResult<()> {
         match outcome {
             o if o.is_success() => Ok(()),
-            Outcome::Interrupted => Err(StepFailure {
-                stage,
-                outcome: Outcome::Interrupted,
-            }),
+            Outcome::Interrupted => Err(Outcome::Interrupted),
             Outcome::Unreachable { reason } => {
                 self.step(stage, StepStatus::Failed, reason.clone(), started).await;
-                Err(StepFailure {
-                    stage,
-                    outcome: Outcome::Unreachable { reason },
-                })
+                Err(Outcome::Unreachable { reason })
             }
             other => {
                 let reason = match other {
@@ -464,12 +415,9 @@ impl HostRun<'_> {
         }
     }
 
-    async fn fail(&mut self, stage: Stage, reason: String, started: Instant) -> StepFailure {
+    async fn fail(&mut self, stage: Stage, reason: String, started: Instant) -> Outcome {
         self.step(stage, StepStatus::Failed, reason.clone(), started).await;
-        StepFailure {
-            stage,
-            outcome: Outcome::Failed { stage, reason },
-        }
+        Outcome::Failed { stage, reason }
     }
 
     async fn stage(&self, stage: Stage) -> Instant {
@@ -479,8 +427,7 @@ impl HostRun<'_> {
 
     async fn step(&self, stage: Stage, status: StepStatus, detail: String, started: Instant) {
         self.shared.record.note(self.key, |h| {
-            h.steps
-                .insert(stage.name().into(), format!("{status:?}").to_lowercase());
+            h.steps.insert(stage.name().into(), status.name().into());
         });
         let _ = self
             .tx
@@ -501,15 +448,12 @@ impl HostRun<'_> {
             .record
             .commit(self.key, change)
             .await
-            .map_err(|e| StepFailure {
+            .map_err(|e| Outcome::Failed {
                 stage: Stage::Files,
-                outcome: Outcome::Failed {
-                    stage: Stage::Files,
-                    reason: format!(
-                        "cannot save the deployment record {}: {e}",
-                        self.shared.record.path().display()
-                    ),
-                },
+                reason: format!(
+                    "cannot save the deployment record {}: {e}",
+                    self.shared.record.path().display()
+                ),
             })
     }
 }

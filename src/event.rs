@@ -75,6 +75,18 @@ pub enum StepStatus {
     Failed,
 }
 
+impl StepStatus {
+    /// As in JSON events and the deployment record.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStatus::Changed => "changed",
+            StepStatus::Unchanged => "unchanged",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {

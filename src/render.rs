@@ -218,11 +218,7 @@ impl Renderer {
                     let text = format!(
                         "agent: {}: {} ({:.2}s)",
                         stage.name(),
-                        if detail.is_empty() {
-                            status_word(status)
-                        } else {
-                            &detail
-                        },
+                        if detail.is_empty() { status.name() } else { &detail },
                         elapsed.as_secs_f64()
                     );
                     self.line(host, Stream::Stdout, &text)?;
@@ -395,15 +391,6 @@ fn step_table(out: &mut impl Write, hosts: &[Host], width: usize, report: &Repor
     writeln!(out, "(* changed the host, - not needed here)")
 }
 
-fn status_word(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Changed => "changed",
-        StepStatus::Unchanged => "unchanged",
-        StepStatus::Skipped => "skipped",
-        StepStatus::Failed => "failed",
-    }
-}
-
 /// Prints a plan: readable text, or JSON with the rendered files.
 pub fn plan(plan: &crate::plan::Plan, json: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
@@ -512,7 +499,7 @@ impl HostLogs {
                 w,
                 "# {}: {} {detail} ({:.2}s)",
                 stage.name(),
-                status_word(*status),
+                status.name(),
                 elapsed.as_secs_f64()
             ),
             Event::Finished { outcome, elapsed, .. } => {

@@ -99,15 +99,18 @@ fn clusters_behind_haproxy_then_reruns_converge() {
     let names = |r: std::ops::Range<usize>| r.map(|i| fleet.host_name(i)).collect::<BTreeSet<_>>();
     assert_eq!(answering(lb, "/cluster1", 15), names(0..5));
     assert_eq!(answering(lb, "/cluster2", 12), names(5..9));
-    assert_eq!(http_get(lb, 80, "/").0, 404);
-    assert_eq!(http_get(lb, 80, "/cluster3").0, 404);
+    // HAProxy's own 404 for unrouted paths says so in its body (the app's 404 is empty).
+    assert_eq!(http_get(lb, 80, "/"), (404, "Not Found".to_string()));
+    assert_eq!(http_get(lb, 80, "/cluster3"), (404, "Not Found".to_string()));
 
     // A second deploy with nothing changed: no upload, no restart, and it says so.
     let before = pids(&fleet, state.path());
     let mut c = agent(state.path());
+    let logs = state.path().join("logs");
     c.args(["deploy", "clusters", "-i"])
         .arg(fleet.inventory())
-        .arg("--no-logs");
+        .arg("--log-dir")
+        .arg(&logs);
     let r = run(c);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
@@ -120,6 +123,14 @@ fn clusters_behind_haproxy_then_reruns_converge() {
         "load balancer: http://10.210.30.13:80/ (/cluster1 → cluster1, /cluster2 → cluster2; anything else 404)"
     ));
     assert_eq!(pids(&fleet, state.path()), before, "nothing restarted");
+    // Per-host logs carry every step.
+    let log = std::fs::read_to_string(logs.join("dc-0.log")).unwrap();
+    for line in [
+        "# files: unchanged 4 files up to date",
+        "# services: unchanged 1 running, nothing to restart",
+    ] {
+        assert!(log.contains(line), "{log}");
+    }
 
     // One file drifts on one host: only that file goes back, only that service restarts.
     let mut c = agent(state.path());
@@ -163,9 +174,9 @@ fn clusters_behind_haproxy_then_reruns_converge() {
         changed(&ev),
         BTreeSet::from([("dc-9".into(), "files".into()), ("dc-9".into(), "services".into())])
     );
-    // The app itself answers 404 on /second; what matters is that HAProxy routed it to cluster2.
-    let (status, _) = http_get(lb, 80, "/second");
-    assert_eq!(status, 404);
+    // /second is routed to cluster2, whose app has no such page: the app's empty 404, not
+    // HAProxy's "Not Found".
+    assert_eq!(http_get(lb, 80, "/second"), (404, String::new()));
     assert_eq!(answering(lb, "/cluster2", 4), names(5..9));
 }
 
@@ -324,4 +335,41 @@ fn bad_specs_fail_before_touching_anything() {
     assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{}", r.stderr);
     assert!(r.stderr.contains("program agent-web: cannot read "), "{}", r.stderr);
     assert!(!d.join("inventory.known_hosts").exists());
+}
+
+/// A program that cannot start: its health check fails within --health-timeout, and the
+/// output shows why, from the last lines of that service's log.
+#[test]
+fn a_failed_health_check_shows_the_service_log() {
+    let fleet = Fleet::with_roles("dh", 3, 33, "cluster1:1,cluster2:1,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    // Port 80 of dh-0 is taken, so agent-web cannot bind it.
+    let mut squatter = std::process::Command::new("ip")
+        .args(["netns", "exec", "dh-0", "perl", "-MIO::Socket::INET", "-e"])
+        .arg("my $s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die $!; sleep 120")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut c = agent(state.path());
+    c.args(["deploy", "clusters", "-i"]).arg(fleet.inventory());
+    c.args(["--no-logs", "--health-timeout", "3s"]);
+    let r = run(c);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let out = &r.stdout;
+    assert!(
+        out.contains("dh-0 ! agent: last lines of agent-web.service's log:"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("dh-0 ! ") && l.contains("Address already in use")),
+        "{out}"
+    );
+    assert!(
+        out.contains("dh-0 ! agent: failed at health: GET /health on port 80"),
+        "{out}"
+    );
+    assert!(out.contains("3 hosts: 2 ok, 1 failed, 0 unreachable"), "{out}");
 }

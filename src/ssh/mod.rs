@@ -316,8 +316,10 @@ impl SshSession {
             .fingerprint
             .clone()
     }
+}
 
-    async fn exec_inner(
+impl Session for SshSession {
+    async fn exec(
         &mut self,
         command: &RemoteCommand,
         input: &[Payload],
@@ -438,18 +440,6 @@ impl SshSession {
         exit.unwrap_or_else(|| Outcome::Unreachable {
             reason: format!("connection lost while the command ran ({})", lost(&self.shared)),
         })
-    }
-}
-
-impl Session for SshSession {
-    async fn exec(
-        &mut self,
-        command: &RemoteCommand,
-        input: &[Payload],
-        output: &mut Output,
-        cancel: &CancellationToken,
-    ) -> Outcome {
-        self.exec_inner(command, input, output, cancel).await
     }
 
     fn is_alive(&self) -> bool {
