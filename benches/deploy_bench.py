@@ -25,7 +25,6 @@ measured as in exec_bench.py (whose helpers this imports), with clean_rss.
 import argparse
 import ctypes
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -138,14 +137,6 @@ server.shell(name="install and start", commands={commands!r})
 """
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -188,7 +179,7 @@ class Bench:
         os.chmod(self.app, 0o755)
         self.unit = os.path.join(w, "bench.service")
         open(self.unit, "w").write(unit_text)
-        self.app_sha, self.unit_sha = sha256(self.app), sha256(self.unit)
+        self.app_sha, self.unit_sha = eb.sha256(self.app), eb.sha256(self.unit)
         self.sizes = {
             "binary": os.path.getsize(self.app),
             "unit": os.path.getsize(self.unit),
@@ -386,18 +377,13 @@ class Bench:
         names = list(self.tools)
         samples = {kind: {k: [] for k in names} for kind in ("first", "rerun")}
         errors = {kind: {k: [] for k in names} for kind in ("first", "rerun")}
-        for rnd in range(a.rounds):
-            order = names[rnd % len(names):] + names[: rnd % len(names)]
-            for name in order:
-                first, rerun = self.cycle_tool(name)
-                for kind, r in (("first", first), ("rerun", rerun)):
-                    if r is None:
-                        r = eb.Result(False, 0, 0, 0, 0, "not run: the first run failed")
-                    (samples if r.ok else errors)[kind][name].append(r)
-                    tag = "" if r.ok else "  ERROR " + r.err
-                    print(f"round {rnd + 1}/{a.rounds} {name:20s} {kind:5s} wall {r.wall:6.2f}s cpu {r.cpu:6.2f}s "
-                          f"rss {r.maxrss / 2**20:6.1f}MB tree {r.tree_rss / 2**20:6.1f}MB{tag}",
-                          file=sys.stderr, flush=True)
+        for rnd, name in eb.interleaved(names, a.rounds):
+            first, rerun = self.cycle_tool(name)
+            for kind, r in (("first", first), ("rerun", rerun)):
+                if r is None:
+                    r = eb.Result(False, 0, 0, 0, 0, "not run: the first run failed")
+                (samples if r.ok else errors)[kind][name].append(r)
+                eb.log_run(f"round {rnd + 1}/{a.rounds} {name:20s} {kind:5s}", r)
         self.clean()
         self.report(samples, errors)
 
@@ -477,13 +463,7 @@ class Bench:
             if "agent" in rerun_med:
                 rr = rerun_med["agent"]["wall"]
                 out.append(f"- unchanged re-run < 1 s: {rr:.3f}s → {'MET' if rr < 1 else 'MISSED'}")
-        text = "\n".join(out) + "\n"
-        print(text, flush=True)
-        if a.report:
-            with open(a.report, "a") as f:
-                f.write(text + "\n")
-        if not a.keep_work:
-            shutil.rmtree(self.work, ignore_errors=True)
+        eb.publish("\n".join(out) + "\n", a.report, None if a.keep_work else self.work)
 
 
 def main():

@@ -17,6 +17,7 @@ not 0 or where not every host answered is not a valid sample: it is reported as 
 import argparse
 import ctypes
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -59,6 +60,39 @@ for h in output:
         print("FAILED", h.host, h.exit_code, repr(h.exception), file=sys.stderr)
 sys.exit(1 if bad else 0)
 """
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def interleaved(names, rounds):
+    """(round, tool) pairs, the starting tool rotating each round, so the machine's noise
+    falls on every tool alike."""
+    for rnd in range(rounds):
+        for name in names[rnd % len(names):] + names[: rnd % len(names)]:
+            yield rnd, name
+
+
+def log_run(label, r, extra=""):
+    """One progress line on stderr for a measured run."""
+    tag = "" if r.ok else "  ERROR " + r.err
+    print(f"{label} wall {r.wall:6.2f}s{extra} cpu {r.cpu:6.2f}s rss {r.maxrss / 2**20:6.1f}MB "
+          f"tree {r.tree_rss / 2**20:6.1f}MB{tag}", file=sys.stderr, flush=True)
+
+
+def publish(text, report, work=None):
+    """Prints the report, appends it to `report` if given, removes the work folder if given."""
+    print(text, flush=True)
+    if report:
+        with open(report, "a") as f:
+            f.write(text + "\n")
+    if work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def parse_duration(s: str) -> float:
@@ -454,15 +488,10 @@ class Bench:
             names = list(self.tools)
             samples = {k: [] for k in names}
             errors = {k: [] for k in names}
-            for rnd in range(a.rounds):
-                order = names[rnd % len(names):] + names[: rnd % len(names)]
-                for name in order:
-                    r = self.run_tool(name)
-                    (samples if r.ok else errors)[name].append(r)
-                    tag = "" if r.ok else "  ERROR " + r.err
-                    print(f"round {rnd + 1}/{a.rounds} {name:20s} wall {r.wall:6.2f}s cpu {r.cpu:6.2f}s "
-                          f"rss {r.maxrss / 2**20:6.1f}MB tree {r.tree_rss / 2**20:6.1f}MB{tag}",
-                          file=sys.stderr, flush=True)
+            for rnd, name in interleaved(names, a.rounds):
+                r = self.run_tool(name)
+                (samples if r.ok else errors)[name].append(r)
+                log_run(f"round {rnd + 1}/{a.rounds} {name:20s}", r)
         finally:
             self.stop_proxy()
         self.report(samples, errors, notes)
@@ -527,13 +556,7 @@ class Bench:
             out.append(f"- client CPU ≤ 0.5× fastest anchor's: {ag['cpu']:.2f}s / {fa['cpu']:.2f}s = {cr:.2f}× → "
                        f"{'MET' if cr <= 0.5 else 'MISSED'}"
                        f" (lowest-CPU anchor {lowest}: {med[lowest]['cpu']:.2f}s, {ag['cpu'] / med[lowest]['cpu']:.2f}×)")
-        text = "\n".join(out) + "\n"
-        print(text)
-        if a.report:
-            with open(a.report, "a") as f:
-                f.write(text + "\n")
-        if not a.keep_work:
-            shutil.rmtree(self.work, ignore_errors=True)
+        publish("\n".join(out) + "\n", a.report, None if a.keep_work else self.work)
 
 
 def main():

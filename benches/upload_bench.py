@@ -21,11 +21,9 @@ The anchors: sftp's `put` with OpenSSH's defaults (what users have), the same wi
 import argparse
 import ctypes
 import datetime
-import hashlib
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,14 +37,6 @@ import exec_bench as eb  # noqa: E402  (measure, machine_busy, PR_SET_CHILD_SUBR
 
 DEST = "/tmp/agent-bench-upload.bin"
 BASELINE = "sftp (put)"
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Bench:
@@ -65,7 +55,7 @@ class Bench:
         self.env["HOME"] = os.path.join(self.work, "home")  # no user ssh config leaks in
         os.makedirs(self.env["HOME"])
         self.size = os.path.getsize(a.file)
-        self.sha = sha256(a.file)
+        self.sha = eb.sha256(a.file)
         # OpenSSH: the same key as agent, and host keys checked against a known_hosts file in
         # this run's work dir: StrictHostKeyChecking=accept-new records the key on first
         # contact (the warm-up), later runs check it. agent pins keys beside the inventory.
@@ -130,15 +120,11 @@ class Bench:
         names = list(self.tools)
         samples = {k: [] for k in names}
         errors = {k: [] for k in names}
-        for rnd in range(a.rounds):
-            order = names[rnd % len(names):] + names[: rnd % len(names)]
-            for name in order:
-                r = self.run_tool(name)
-                (samples if r.ok else errors)[name].append(r)
-                tag = "" if r.ok else "  ERROR " + r.err
-                print(f"round {rnd + 1}/{a.rounds} {name:24s} wall {r.wall:6.2f}s ({self.size / r.wall / 1e6:6.0f} MB/s) "
-                      f"cpu {r.cpu:6.2f}s rss {r.maxrss / 2**20:6.1f}MB tree {r.tree_rss / 2**20:6.1f}MB{tag}",
-                      file=sys.stderr, flush=True)
+        for rnd, name in eb.interleaved(names, a.rounds):
+            r = self.run_tool(name)
+            (samples if r.ok else errors)[name].append(r)
+            speed = f" ({self.size / r.wall / 1e6:6.0f} MB/s)" if r.wall else ""
+            eb.log_run(f"round {rnd + 1}/{a.rounds} {name:24s}", r, speed)
         self.prepare()
         self.report(samples, errors)
 
@@ -190,13 +176,7 @@ class Bench:
             out += ["", f"Target: agent at least 0.9× sftp's speed (wall ratio ≤ 1.11): "
                         f"{med['agent']['wall']:.3f}s / {base['wall']:.3f}s = {r:.2f}× "
                         f"(speed {1 / r:.2f}×) → {'MET' if r <= 1 / 0.9 else 'MISSED'}"]
-        text = "\n".join(out) + "\n"
-        print(text, flush=True)
-        if a.report:
-            with open(a.report, "a") as f:
-                f.write(text + "\n")
-        if not a.keep_work:
-            shutil.rmtree(self.work, ignore_errors=True)
+        eb.publish("\n".join(out) + "\n", a.report, None if a.keep_work else self.work)
 
 
 def main():
