@@ -15,7 +15,9 @@ use crate::inventory::{self, Host, Transport};
 use crate::job::{ExecJob, Target};
 use crate::plan;
 use crate::render::Mode;
-use crate::settings::{self, DeploySettings, ExecSettings, OutputSettings, Settings, parse_duration};
+use crate::settings::{
+    self, CloudDeploySettings, DeploySettings, ExecSettings, OutputSettings, Settings, parse_duration,
+};
 use crate::spec::Spec;
 use crate::ssh::SshSettings;
 use crate::ssh::key::ClientKey;
@@ -52,6 +54,83 @@ enum Command {
     Deploy(Box<DeployArgs>),
     /// Show what `deploy` would upload, install, start and check on each host, touching nothing.
     Plan(PlanArgs),
+    /// Remove everything an EC2 deployment created, found by its tags: load balancer, target
+    /// groups, instances, security groups, the imported key pair, pinned host keys.
+    ///
+    /// Idempotent: a second run removes nothing and exits 0.
+    Terminate(TerminateArgs),
+    /// List an EC2 deployment's resources and their health.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct TerminateArgs {
+    /// The deployment (a spec name, or what --name gave deploy).
+    deployment: String,
+    /// AWS region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long)]
+    region: Option<String>,
+    /// Give up waiting for instances to end and dependencies to clear after this long.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// Print NDJSON events instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The deployment (a spec name, or what --name gave deploy).
+    deployment: String,
+    /// AWS region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long)]
+    region: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where agent connects to EC2 instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SshAddress {
+    /// Public DNS names (agent runs outside the VPC).
+    Public,
+    /// Private IPs (agent runs inside the VPC).
+    Private,
+}
+
+/// Without an inventory, `deploy` launches its hosts on EC2.
+#[derive(Debug, Args)]
+struct CloudArgs {
+    /// AWS region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long)]
+    region: Option<String>,
+    /// Name of the deployment on AWS (tags, resource names) [default: the spec's name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// EC2 key pair whose private key --key is; imported from --key if it does not exist.
+    #[arg(long, default_value = "vockey", value_name = "NAME")]
+    key_name: String,
+    /// AMI to launch [default: the current Ubuntu 24.04 amd64 AMI from Canonical].
+    #[arg(long, value_name = "AMI")]
+    ami: Option<String>,
+    /// Where SSH may come from [default: your public address as checkip.amazonaws.com sees
+    /// it; with --ssh-address private, the VPC].
+    #[arg(long, value_name = "CIDR")]
+    ssh_cidr: Option<String>,
+    /// Connect to instances by public DNS name or by private IP.
+    #[arg(long, value_enum, default_value_t = SshAddress::Public)]
+    ssh_address: SshAddress,
+    /// Launch into this subnet (and its VPC) [default: a default subnet of the default VPC].
+    #[arg(long, value_name = "SUBNET")]
+    subnet: Option<String>,
+    /// How long instances may take to be running, and load balancer targets healthy.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    launch_timeout: Duration,
+    /// For instances agent finds without a host key it generated (launched by an older
+    /// agent or by hand): accept the key each presents at first contact, and report it.
+    #[arg(long)]
+    trust_first_use: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +223,8 @@ struct DeployArgs {
     hosts: HostArgs,
     #[command(flatten)]
     output: OutputArgs,
+    #[command(flatten)]
+    cloud: CloudArgs,
     /// A folder with prebuilt binaries of the remote programs (agent-web, ...), instead of
     /// building them with cargo in agent's source tree.
     #[arg(long, value_name = "DIR")]
@@ -181,7 +262,23 @@ impl Cli {
         match self.command {
             Command::Exec(args) => resolve_exec(*args).map(Settings::Exec),
             Command::Copy(args) => resolve_copy(*args).map(Settings::Exec),
+            Command::Deploy(args) if args.hosts.inventory.is_none() && args.hosts.hosts.is_empty() => {
+                resolve_cloud_deploy(*args).map(|s| Settings::CloudDeploy(Box::new(s)))
+            }
             Command::Deploy(args) => resolve_deploy(*args).map(|s| Settings::Deploy(Box::new(s))),
+            Command::Terminate(args) => Ok(Settings::Terminate {
+                deployment: check_deployment_name(&args.deployment)?,
+                region: args.region,
+                timeout: args.timeout,
+                mode: output_mode(args.json),
+                record: record_path(&args.deployment, true),
+                known_hosts: cloud_known_hosts(&args.deployment),
+            }),
+            Command::Status(args) => Ok(Settings::Status {
+                deployment: check_deployment_name(&args.deployment)?,
+                region: args.region,
+                json: args.json,
+            }),
             Command::Plan(args) => {
                 let spec = Spec::load(&args.spec)?;
                 let hosts = inventory::load(&args.inventory)?;
@@ -274,6 +371,120 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
     })
 }
 
+/// Deployment names become AWS resource names (security groups, ELB names of at most 32).
+fn check_deployment_name(name: &str) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 20
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!("deployment name {name:?}: use 1-20 lowercase letters, digits and '-' (it names AWS resources)");
+    }
+    Ok(name.to_owned())
+}
+
+/// `deployments/<name>.json`; EC2 deployments keep theirs apart from inventory ones of the
+/// same spec (`<name>.aws.json`).
+fn record_path(name: &str, cloud: bool) -> PathBuf {
+    let file = if cloud {
+        format!("{name}.aws.json")
+    } else {
+        format!("{name}.json")
+    };
+    settings::state_dir().join("deployments").join(file)
+}
+
+fn cloud_known_hosts(deployment: &str) -> PathBuf {
+    settings::state_dir()
+        .join("deployments")
+        .join(format!("{deployment}.known_hosts"))
+}
+
+fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings> {
+    let spec = Spec::load(&args.spec)?;
+    let c = &args.cloud;
+    let deployment = check_deployment_name(c.name.as_deref().unwrap_or(&spec.name))?;
+    if !args.hosts.roles.is_empty() {
+        bail!("--role narrows an inventory; an EC2 deploy (no -i) acts on every role of the spec");
+    }
+    let Some(key_path) = &args.hosts.key else {
+        bail!(
+            "an EC2 deploy needs the key pair's private key: pass --key FILE (e.g. --key labsuser.pem), or -i FILE to deploy onto an inventory"
+        );
+    };
+    let passphrase = std::env::var("AGENT_KEY_PASSPHRASE").ok();
+    let key = ClientKey::load(key_path, passphrase.as_deref())?;
+    let public_key = key
+        .key
+        .public_key()
+        .to_openssh()
+        .with_context(|| format!("cannot derive the public key of {}", key_path.display()))?;
+    if let Some(cidr) = &c.ssh_cidr {
+        check_cidr(cidr)?;
+    }
+    if c.launch_timeout.is_zero() {
+        bail!("--launch-timeout must be more than zero");
+    }
+    let known_hosts = match &args.hosts.known_hosts {
+        Some(p) => p.clone(),
+        None => cloud_known_hosts(&deployment),
+    };
+    let output = resolve_output(
+        &args.output,
+        "deploy",
+        format!("agent deploy {} (EC2, {deployment})", args.spec),
+    );
+    Ok(CloudDeploySettings {
+        launch: crate::aws::launch::LaunchSettings {
+            deployment: deployment.clone(),
+            spec,
+            key_name: c.key_name.clone(),
+            public_key,
+            ami: c.ami.clone(),
+            ssh_cidr: c.ssh_cidr.clone(),
+            private_ssh: c.ssh_address == SshAddress::Private,
+            subnet: c.subnet.clone(),
+            timeout: c.launch_timeout,
+        },
+        region: c.region.clone(),
+        key,
+        user: args
+            .hosts
+            .user
+            .clone()
+            .unwrap_or_else(|| inventory::DEFAULT_USER.to_owned()),
+        trust_first_use: c.trust_first_use,
+        record: record_path(&deployment, true),
+        known_hosts,
+        parallel: usize::from(args.hosts.parallel),
+        ssh: SshSettings {
+            connect_timeout: args.hosts.connect_timeout,
+            // Fresh instances take a minute or two to boot and start sshd.
+            wait: args.hosts.ssh_wait.max(Duration::from_secs(180)),
+            ..SshSettings::default()
+        },
+        programs: match args.programs {
+            Some(dir) => ProgramSource::Dir(dir),
+            None => ProgramSource::default_build(),
+        },
+        health_timeout: args.health_timeout,
+        output,
+    })
+}
+
+fn check_cidr(cidr: &str) -> anyhow::Result<()> {
+    let ok = cidr.split_once('/').is_some_and(|(ip, bits)| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+    });
+    if !ok {
+        bail!("--ssh-cidr {cidr:?} is not an IPv4 CIDR such as 203.0.113.7/32");
+    }
+    Ok(())
+}
+
 fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
     let spec = Spec::load(&args.spec)?;
     let Some(inventory) = &args.hosts.inventory else {
@@ -316,9 +527,7 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
         format!("agent deploy {} -i {}", args.spec, inventory.display()),
     );
     Ok(DeploySettings {
-        record: settings::state_dir()
-            .join("deployments")
-            .join(format!("{}.json", spec.name)),
+        record: record_path(&spec.name, false),
         plan,
         targets: chosen,
         parallel: usize::from(args.hosts.parallel),
@@ -405,8 +614,8 @@ fn known_hosts_beside(inventory: &Path) -> PathBuf {
     inventory.with_file_name(format!("{stem}.known_hosts"))
 }
 
-fn resolve_output(args: &OutputArgs, kind: &str, title: String) -> OutputSettings {
-    let mode = if args.json {
+fn output_mode(json: bool) -> Mode {
+    if json {
         Mode::Json
     } else if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
         Mode::Tty {
@@ -414,7 +623,11 @@ fn resolve_output(args: &OutputArgs, kind: &str, title: String) -> OutputSetting
         }
     } else {
         Mode::Plain
-    };
+    }
+}
+
+fn resolve_output(args: &OutputArgs, kind: &str, title: String) -> OutputSettings {
+    let mode = output_mode(args.json);
     let log_dir = match (&args.log_dir, args.no_logs) {
         (_, true) => None,
         (Some(d), false) => Some(d.clone()),

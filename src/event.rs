@@ -127,6 +127,49 @@ pub enum Event {
     },
 }
 
+/// What the AWS provider did or waits for, for the printer (before hosts exist, and in
+/// `terminate`, there are no per-host events).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CloudEvent {
+    Resource {
+        action: ResourceAction,
+        kind: crate::aws::resource::Kind,
+        id: String,
+        name: String,
+    },
+    /// A bounded wait: `done` of `total` ready so far.
+    Waiting {
+        what: String,
+        done: usize,
+        total: usize,
+    },
+    Notice {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceAction {
+    /// Created by this run (and recorded before the next one was created).
+    Created,
+    /// Already there from an earlier run of this deployment (resume).
+    Found,
+    /// Removed.
+    Deleted,
+}
+
+impl ResourceAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceAction::Created => "created",
+            ResourceAction::Found => "found",
+            ResourceAction::Deleted => "deleted",
+        }
+    }
+}
+
 /// How one host's work ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]

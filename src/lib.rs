@@ -27,8 +27,11 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod artifact;
+pub mod aws;
 pub mod balancer;
 pub mod cli;
+pub mod cloud;
+pub mod cloud_init;
 pub mod command;
 pub mod deploy;
 pub mod event;
@@ -72,7 +75,35 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             let report = printer.await??;
             Ok(exit_status(&report, cancel.is_cancelled()))
         }
-        Settings::Deploy(s) => deploy(*s, cancel).await,
+        Settings::Deploy(s) => {
+            let programs = artifact::programs(&program_names(&s.plan), &s.programs)?;
+            deploy_hosts(*s, programs, cancel).await
+        }
+        Settings::CloudDeploy(s) => cloud::deploy(*s, cancel).await,
+        Settings::Terminate {
+            deployment,
+            region,
+            timeout,
+            mode,
+            record,
+            known_hosts,
+        } => {
+            cloud::terminate(
+                &deployment,
+                region.as_deref(),
+                timeout,
+                mode,
+                &record,
+                &known_hosts,
+                cancel,
+            )
+            .await
+        }
+        Settings::Status {
+            deployment,
+            region,
+            json,
+        } => cloud::status(&deployment, region.as_deref(), json).await,
         Settings::Plan { plan, json } => {
             render::plan(&plan, json)?;
             Ok(0)
@@ -80,11 +111,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
     }
 }
 
-async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
-    // Local work first: a record that cannot be written or a program that does not build
-    // stops the deploy before any host is touched.
-    let mut names: Vec<&str> = s
-        .plan
+/// The remote programs a plan uploads.
+fn program_names(plan: &plan::Plan) -> Vec<&'static str> {
+    let mut names: Vec<&str> = plan
         .hosts
         .iter()
         .flat_map(|h| &h.files)
@@ -95,7 +124,16 @@ async fn deploy(s: settings::DeploySettings, cancel: CancellationToken) -> anyho
         .collect();
     names.sort();
     names.dedup();
-    let programs = artifact::programs(&names, &s.programs)?;
+    names
+}
+
+/// Deploys onto resolved hosts. The programs are built (local work first: a program that
+/// does not build, or a record that cannot be written, stops before any host is touched).
+pub(crate) async fn deploy_hosts(
+    s: settings::DeploySettings,
+    programs: std::collections::BTreeMap<String, artifact::Blob>,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
     let record = std::sync::Arc::new(record::RecordStore::open(
         &s.record,
         &s.plan.deployment,

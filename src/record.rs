@@ -23,6 +23,9 @@ pub struct Record {
     pub updated: u64,
     /// By `user@address:port`.
     pub hosts: BTreeMap<String, HostRecord>,
+    /// Cloud resources this deployment created, each saved before the next was created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<crate::aws::resource::Resource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +113,23 @@ impl RecordStore {
     pub async fn commit(&self, key: &str, change: impl FnOnce(&mut HostRecord)) -> std::io::Result<()> {
         let mine = self.note(key, change);
         self.save_from(mine).await
+    }
+
+    /// Adds a created cloud resource and returns once it is on disk.
+    pub async fn commit_resource(&self, resource: crate::aws::resource::Resource) -> std::io::Result<()> {
+        let mine = {
+            let mut state = self.lock();
+            let list = &mut state.record.resources;
+            list.retain(|r| r.id != resource.id);
+            list.push(resource);
+            state.version += 1;
+            state.version
+        };
+        self.save_from(mine).await
+    }
+
+    pub fn resources(&self) -> Vec<crate::aws::resource::Resource> {
+        self.lock().record.resources.clone()
     }
 
     /// Writes whatever changed since the last save.

@@ -529,6 +529,57 @@ fn file_name(name: &str) -> String {
         .collect()
 }
 
+/// Prints what the AWS provider does (resources created, found, deleted; bounded waits) until
+/// the channel closes: lines on stdout, a spinner for waits on a TTY, NDJSON with `--json`.
+/// Returns how many resources were deleted (`terminate` reports it).
+pub async fn cloud(mode: Mode, mut rx: mpsc::Receiver<crate::event::CloudEvent>) -> io::Result<usize> {
+    use crate::event::{CloudEvent, ResourceAction};
+    let spinner = match mode {
+        Mode::Tty { .. } => {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Some(bar)
+        }
+        _ => None,
+    };
+    let mut deleted = 0;
+    while let Some(e) = rx.recv().await {
+        if let CloudEvent::Resource {
+            action: ResourceAction::Deleted,
+            ..
+        } = e
+        {
+            deleted += 1;
+        }
+        let line = match (&e, mode) {
+            (_, Mode::Json) => serde_json::to_string(&e).map_err(io::Error::other)?,
+            (CloudEvent::Resource { action, kind, id, name }, _) => {
+                format!("{} {} {name} ({id})", action.name(), kind.name())
+            }
+            (CloudEvent::Waiting { what, done, total }, _) => {
+                if let Some(bar) = &spinner {
+                    bar.set_message(format!("waiting for {what}: {done}/{total}"));
+                    continue;
+                }
+                format!("waiting for {what}: {done}/{total}")
+            }
+            (CloudEvent::Notice { message }, _) => message.clone(),
+        };
+        match &spinner {
+            Some(bar) => bar.println(line),
+            None => {
+                let mut out = io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+        }
+    }
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,21 @@ use crate::ssh::known_hosts::KnownHosts;
 pub enum Settings {
     Exec(ExecSettings),
     Deploy(Box<DeploySettings>),
+    /// Launch the spec's hosts on EC2, then deploy onto them.
+    CloudDeploy(Box<CloudDeploySettings>),
+    Terminate {
+        deployment: String,
+        region: Option<String>,
+        timeout: Duration,
+        mode: Mode,
+        record: PathBuf,
+        known_hosts: PathBuf,
+    },
+    Status {
+        deployment: String,
+        region: Option<String>,
+        json: bool,
+    },
     /// Print what a deployment would do; touches nothing.
     Plan {
         plan: Plan,
@@ -43,6 +58,22 @@ pub struct DeploySettings {
     pub output: OutputSettings,
     /// Printed after the summary (the load balancer's address).
     pub footer: Vec<String>,
+}
+
+pub struct CloudDeploySettings {
+    pub launch: crate::aws::launch::LaunchSettings,
+    pub region: Option<String>,
+    /// Opens the instances (`--key`); its public half is the imported key pair.
+    pub key: crate::ssh::key::ClientKey,
+    pub user: String,
+    pub trust_first_use: bool,
+    pub record: PathBuf,
+    pub known_hosts: PathBuf,
+    pub parallel: usize,
+    pub ssh: SshSettings,
+    pub programs: ProgramSource,
+    pub health_timeout: Duration,
+    pub output: OutputSettings,
 }
 
 pub struct OutputSettings {

@@ -1,5 +1,7 @@
-//! Test fixtures: a local fleet of real OpenSSH hosts (tests/fleet) and the agent binary.
+//! Test fixtures: a local fleet of real OpenSSH hosts (tests/fleet), the AWS emulator (aws) and the agent binary.
 #![allow(dead_code)]
+
+pub mod aws;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,6 +43,11 @@ impl Fleet {
 
     pub fn key(&self) -> PathBuf {
         self.dir.join("labsuser.pem")
+    }
+
+    /// Host `i`'s folder: its sshd config and host keys.
+    pub fn host_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("h{i}"))
     }
 
     pub fn host_name(&self, i: usize) -> String {

@@ -1,0 +1,408 @@
+//! The Application Load Balancer of a spec with routes: internet-facing over two zones, one
+//! target group per routed role (health-checked on the role's health path), a listener whose
+//! default answers a fixed 404, and one path rule per route (the path and everything below).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, FixedResponseActionConfig, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
+    LoadBalancerTypeEnum, Matcher, PathPatternConditionConfig, ProtocolEnum, RuleCondition, TargetDescription,
+    TargetHealthStateEnum, TargetTypeEnum,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::launch::{Launched, Progress};
+use super::resource::{self, Kind, TAG_DEPLOYMENT};
+use super::{Aws, Call};
+use crate::event::{CloudEvent, ResourceAction};
+use crate::spec::Spec;
+
+#[derive(Debug, Clone)]
+pub struct Alb {
+    pub arn: String,
+    pub dns: String,
+    pub port: u16,
+    /// Target group ARN by role.
+    pub target_groups: BTreeMap<String, String>,
+}
+
+/// ELB names: at most 32 letters, digits and hyphens, no hyphen at the ends.
+pub fn elb_name(deployment: &str, suffix: &str) -> String {
+    let mut n: String = format!("{deployment}-{suffix}").chars().take(32).collect();
+    while n.ends_with('-') {
+        n.pop();
+    }
+    n
+}
+
+/// `/cluster1` matches itself and everything below it.
+pub fn path_patterns(path: &str) -> Vec<String> {
+    let base = path.trim_end_matches('/');
+    if base.is_empty() {
+        return vec!["/*".into()];
+    }
+    vec![base.to_owned(), format!("{base}/*")]
+}
+
+pub async fn ensure(
+    aws: &Aws,
+    deployment: &str,
+    spec: &Spec,
+    launched: &Launched,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Alb>> {
+    let Some(b) = &spec.balancer else { return Ok(None) };
+    if launched.subnets.len() < 2 {
+        bail!(
+            "an Application Load Balancer needs subnets in two zones, and {} has subnets in {} only: add a subnet in another zone",
+            launched.vpc,
+            launched.subnets[0].zone
+        );
+    }
+    let tags = |role: Option<&str>, name: &str| resource::elb_tags(&resource::tags(deployment, role, name));
+
+    // The load balancer.
+    let name = elb_name(deployment, "alb");
+    let found = aws.elb.describe_load_balancers().names(&name).send().await;
+    let lb = match found.during(|| format!("find load balancer {name}")) {
+        Ok(out) if !out.load_balancers().is_empty() => {
+            let lb = out.load_balancers()[0].clone();
+            let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+            check_ours(aws, deployment, &arn, &name).await?;
+            progress
+                .resource(ResourceAction::Found, Kind::LoadBalancer, &arn, &name)
+                .await?;
+            lb
+        }
+        Err(e) if e.code() != Some("LoadBalancerNotFound") => return Err(e.into()),
+        _ => {
+            let zones = &launched.subnets[..2];
+            let out = aws
+                .elb
+                .create_load_balancer()
+                .name(&name)
+                .r#type(LoadBalancerTypeEnum::Application)
+                .scheme(LoadBalancerSchemeEnum::InternetFacing)
+                .set_subnets(Some(zones.iter().map(|s| s.id.clone()).collect()))
+                .security_groups(&launched.groups[&b.role])
+                .set_tags(Some(tags(None, &name)))
+                .send()
+                .await
+                .during(|| format!("create load balancer {name}"))?;
+            let lb = out
+                .load_balancers()
+                .first()
+                .context("CreateLoadBalancer returned nothing")?
+                .clone();
+            let arn = lb.load_balancer_arn().unwrap_or_default();
+            progress
+                .resource(ResourceAction::Created, Kind::LoadBalancer, arn, &name)
+                .await?;
+            lb
+        }
+    };
+    let lb_arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+
+    // One target group per routed role, with that role's instances registered.
+    let mut target_groups = BTreeMap::new();
+    for route in &b.routes {
+        if cancel.is_cancelled() {
+            bail!(super::launch::Interrupted);
+        }
+        if target_groups.contains_key(&route.role) {
+            continue;
+        }
+        let role = &spec.roles[&route.role];
+        let tg_name = elb_name(deployment, &route.role);
+        let found = aws.elb.describe_target_groups().names(&tg_name).send().await;
+        let arn = match found.during(|| format!("find target group {tg_name}")) {
+            Ok(out) if !out.target_groups().is_empty() => {
+                let arn = out.target_groups()[0].target_group_arn().unwrap_or_default().to_owned();
+                check_ours(aws, deployment, &arn, &tg_name).await?;
+                progress
+                    .resource(ResourceAction::Found, Kind::TargetGroup, &arn, &tg_name)
+                    .await?;
+                arn
+            }
+            Err(e) if e.code() != Some("TargetGroupNotFound") => return Err(e.into()),
+            _ => {
+                let out = aws
+                    .elb
+                    .create_target_group()
+                    .name(&tg_name)
+                    .protocol(ProtocolEnum::Http)
+                    .port(i32::from(role.ports[0]))
+                    .vpc_id(&launched.vpc)
+                    .target_type(TargetTypeEnum::Instance)
+                    .health_check_path(&role.health)
+                    .health_check_interval_seconds(10)
+                    .healthy_threshold_count(2)
+                    .matcher(Matcher::builder().http_code("200").build())
+                    .set_tags(Some(tags(Some(&route.role), &tg_name)))
+                    .send()
+                    .await
+                    .during(|| format!("create target group {tg_name}"))?;
+                let arn = out
+                    .target_groups()
+                    .first()
+                    .and_then(|t| t.target_group_arn())
+                    .context("CreateTargetGroup returned nothing")?
+                    .to_owned();
+                progress
+                    .resource(ResourceAction::Created, Kind::TargetGroup, &arn, &tg_name)
+                    .await?;
+                arn
+            }
+        };
+        let targets: Vec<TargetDescription> = launched
+            .instances
+            .iter()
+            .filter(|i| i.role == route.role)
+            .map(|i| {
+                TargetDescription::builder()
+                    .id(&i.id)
+                    .port(i32::from(role.ports[0]))
+                    .build()
+            })
+            .collect();
+        aws.elb
+            .register_targets()
+            .target_group_arn(&arn)
+            .set_targets(Some(targets))
+            .send()
+            .await
+            .during(|| format!("register the {} instances in {tg_name}", route.role))?;
+        target_groups.insert(route.role.clone(), arn);
+    }
+
+    // The listener: anything no rule matches gets a fixed 404.
+    let listeners = aws
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(&lb_arn)
+        .send()
+        .await
+        .during(|| format!("list the listeners of {name}"))?;
+    let port = i32::from(b.port);
+    let listener_name = format!("{name}:{}", b.port);
+    let listener = match listeners.listeners().iter().find(|l| l.port() == Some(port)) {
+        Some(l) => {
+            let arn = l.listener_arn().unwrap_or_default().to_owned();
+            progress
+                .resource(ResourceAction::Found, Kind::Listener, &arn, &listener_name)
+                .await?;
+            arn
+        }
+        None => {
+            let not_found = Action::builder()
+                .r#type(ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    FixedResponseActionConfig::builder()
+                        .status_code("404")
+                        .content_type("text/plain")
+                        .message_body("not found\n")
+                        .build(),
+                )
+                .build();
+            let out = aws
+                .elb
+                .create_listener()
+                .load_balancer_arn(&lb_arn)
+                .protocol(ProtocolEnum::Http)
+                .port(port)
+                .default_actions(not_found)
+                .set_tags(Some(tags(None, &listener_name)))
+                .send()
+                .await
+                .during(|| format!("create the listener on port {}", b.port))?;
+            let arn = out
+                .listeners()
+                .first()
+                .and_then(|l| l.listener_arn())
+                .context("CreateListener returned nothing")?
+                .to_owned();
+            progress
+                .resource(ResourceAction::Created, Kind::Listener, &arn, &listener_name)
+                .await?;
+            arn
+        }
+    };
+
+    // Path rules, in the spec's order (first match wins).
+    let rules = aws
+        .elb
+        .describe_rules()
+        .listener_arn(&listener)
+        .send()
+        .await
+        .during(|| format!("list the rules of {listener_name}"))?;
+    for (i, route) in b.routes.iter().enumerate() {
+        let priority = (i + 1).to_string();
+        let condition = RuleCondition::builder()
+            .field("path-pattern")
+            .path_pattern_config(
+                PathPatternConditionConfig::builder()
+                    .set_values(Some(path_patterns(&route.path)))
+                    .build(),
+            )
+            .build();
+        let forward = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(&target_groups[&route.role])
+            .build();
+        let rule_name = format!("{} → {}", route.path, route.role);
+        match rules.rules().iter().find(|r| r.priority() == Some(priority.as_str())) {
+            Some(r) => {
+                let arn = r.rule_arn().unwrap_or_default().to_owned();
+                aws.elb
+                    .modify_rule()
+                    .rule_arn(&arn)
+                    .conditions(condition)
+                    .actions(forward)
+                    .send()
+                    .await
+                    .during(|| format!("update rule {rule_name}"))?;
+                progress
+                    .resource(ResourceAction::Found, Kind::Rule, &arn, &rule_name)
+                    .await?;
+            }
+            None => {
+                let out = aws
+                    .elb
+                    .create_rule()
+                    .listener_arn(&listener)
+                    .priority(i as i32 + 1)
+                    .conditions(condition)
+                    .actions(forward)
+                    .set_tags(Some(tags(None, &rule_name)))
+                    .send()
+                    .await
+                    .during(|| format!("create rule {rule_name}"))?;
+                let arn = out.rules().first().and_then(|r| r.rule_arn()).unwrap_or_default();
+                progress
+                    .resource(ResourceAction::Created, Kind::Rule, arn, &rule_name)
+                    .await?;
+            }
+        }
+    }
+    Ok(Some(Alb {
+        arn: lb_arn,
+        dns: lb.dns_name().unwrap_or_default().to_owned(),
+        port: b.port,
+        target_groups,
+    }))
+}
+
+/// Refuses to adopt an ELB resource that carries another deployment's tag (or none).
+async fn check_ours(aws: &Aws, deployment: &str, arn: &str, name: &str) -> anyhow::Result<()> {
+    let out = aws
+        .elb
+        .describe_tags()
+        .resource_arns(arn)
+        .send()
+        .await
+        .during(|| format!("read the tags of {name}"))?;
+    let mine = out
+        .tag_descriptions()
+        .iter()
+        .flat_map(|d| d.tags())
+        .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(deployment));
+    if !mine {
+        bail!("{name} exists but is not agent's deployment {deployment}: remove it or deploy under another --name");
+    }
+    Ok(())
+}
+
+/// Waits until the load balancer is active and every target healthy; bounded by `timeout`.
+pub async fn wait_healthy(
+    aws: &Aws,
+    alb: &Alb,
+    timeout: Duration,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let last = std::cell::Cell::new((usize::MAX, usize::MAX));
+    let unhealthy = std::cell::RefCell::new(Vec::<String>::new());
+    let done = super::poll(Duration::from_secs(5), deadline, cancel, || async {
+        let lbs = aws
+            .elb
+            .describe_load_balancers()
+            .load_balancer_arns(&alb.arn)
+            .send()
+            .await
+            .during(|| "check the load balancer's state".into())?;
+        let active = lbs
+            .load_balancers()
+            .first()
+            .and_then(|l| l.state())
+            .and_then(|s| s.code())
+            == Some(&LoadBalancerStateEnum::Active);
+        let (mut healthy, mut total) = (0, 0);
+        unhealthy.borrow_mut().clear();
+        for (role, arn) in &alb.target_groups {
+            let out = aws
+                .elb
+                .describe_target_health()
+                .target_group_arn(arn)
+                .send()
+                .await
+                .during(|| format!("check the health of the {role} targets"))?;
+            for t in out.target_health_descriptions() {
+                total += 1;
+                let state = t.target_health().and_then(|h| h.state());
+                if state == Some(&TargetHealthStateEnum::Healthy) {
+                    healthy += 1;
+                } else {
+                    let id = t.target().and_then(|t| t.id()).unwrap_or("?");
+                    let why = t.target_health().and_then(|h| h.description()).unwrap_or("");
+                    unhealthy.borrow_mut().push(format!(
+                        "{role} {id} {} {why}",
+                        state.map(|s| s.as_str()).unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        if (healthy, total) != last.get() {
+            last.set((healthy, total));
+            progress
+                .event(CloudEvent::Waiting {
+                    what: "load balancer targets healthy".into(),
+                    done: healthy,
+                    total,
+                })
+                .await;
+        }
+        Ok((active && total > 0 && healthy == total).then_some(()))
+    })
+    .await?;
+    if cancel.is_cancelled() {
+        bail!(super::launch::Interrupted);
+    }
+    done.with_context(|| {
+        format!(
+            "load balancer targets not healthy after {}s: {}",
+            timeout.as_secs(),
+            unhealthy.borrow().join("; ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(elb_name("clusters", "alb"), "clusters-alb");
+        assert_eq!(elb_name("clusters", "cluster1"), "clusters-cluster1");
+        let long = elb_name("a-very-long-deployment", "orchestrator");
+        assert!(long.len() <= 32 && !long.ends_with('-'), "{long}");
+        assert_eq!(path_patterns("/cluster1"), ["/cluster1", "/cluster1/*"]);
+        assert_eq!(path_patterns("/cluster1/"), ["/cluster1", "/cluster1/*"]);
+        assert_eq!(path_patterns("/"), ["/*"]);
+    }
+}

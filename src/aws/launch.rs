@@ -1,0 +1,671 @@
+//! Launches a deployment's instances: everything is checked first (AMI, instance types,
+//! network), then the key pair, security groups and instances are found by tag or created,
+//! each tagged at creation and recorded before the next is made, so an interrupted launch
+//! leaves nothing `terminate` cannot find and the next `deploy` resumes it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_sdk_ec2::types::{InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, UserIdGroupPair};
+use russh::keys::PublicKey;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::network::{self, GroupPlan, Peer};
+use super::resource::{self, Kind, Resource, TAG_DEPLOYMENT, TAG_HOST_KEY, TAG_ROLE, filter, tag};
+use super::{Aws, AwsError, Call};
+use crate::cloud_init::HostKey;
+use crate::event::{CloudEvent, ResourceAction};
+use crate::record::RecordStore;
+use crate::spec::Spec;
+
+/// Canonical's account, owner of the official Ubuntu AMIs.
+pub const CANONICAL: &str = "099720109477";
+/// The public SSM parameter naming the current Ubuntu 24.04 amd64 AMI of the region.
+pub const UBUNTU_PARAMETER: &str = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id";
+const UBUNTU_NAMES: &str = "ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-amd64-server-*";
+
+pub struct LaunchSettings {
+    pub deployment: String,
+    pub spec: Spec,
+    pub key_name: String,
+    /// The operator key's public half (OpenSSH line), imported when `key_name` is absent.
+    pub public_key: String,
+    pub ami: Option<String>,
+    /// Where SSH may come from; `None`: the operator's public address, or the VPC itself
+    /// when agent connects over private addresses.
+    pub ssh_cidr: Option<String>,
+    pub private_ssh: bool,
+    /// Instances go here (its VPC is the deployment's); default: the default VPC.
+    pub subnet: Option<String>,
+    pub timeout: Duration,
+}
+
+/// What a launch produced, for the SSH deploy and the load balancer.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub vpc: String,
+    pub instance_subnet: Subnet,
+    pub subnets: Vec<Subnet>,
+    /// Security group id by role (and the balancer's role).
+    pub groups: BTreeMap<String, String>,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: String,
+    pub zone: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: String,
+    /// `cluster1-1`: role and slot, unique within the deployment.
+    pub name: String,
+    pub role: String,
+    pub private_ip: Option<String>,
+    pub public_dns: Option<String>,
+    /// From the instance's `agent:host-key` tag; `None` for an instance agent did not launch.
+    pub host_key: Option<PublicKey>,
+}
+
+/// Sends progress and records what was created (`terminate` records nothing).
+pub struct Progress<'a> {
+    pub tx: &'a mpsc::Sender<CloudEvent>,
+    pub record: Option<&'a RecordStore>,
+}
+
+impl Progress<'_> {
+    pub async fn resource(&self, action: ResourceAction, kind: Kind, id: &str, name: &str) -> anyhow::Result<()> {
+        let resource = Resource {
+            kind,
+            id: id.to_owned(),
+            name: name.to_owned(),
+        };
+        if action == ResourceAction::Created
+            && let Some(record) = self.record
+        {
+            record
+                .commit_resource(resource.clone())
+                .await
+                .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
+        }
+        self.event(CloudEvent::Resource {
+            action,
+            kind,
+            id: resource.id,
+            name: resource.name,
+        })
+        .await;
+        Ok(())
+    }
+
+    pub async fn event(&self, e: CloudEvent) {
+        let _ = self.tx.send(e).await;
+    }
+
+    pub async fn notice(&self, message: String) {
+        self.event(CloudEvent::Notice { message }).await;
+    }
+}
+
+pub async fn launch(
+    aws: &Aws,
+    s: &LaunchSettings,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Launched> {
+    // Checks first: nothing is created until every input is known to be good.
+    let image = image(aws, s.ami.as_deref()).await?;
+    check_instance_types(aws, &s.spec).await?;
+    let (vpc, vpc_cidr, instance_subnet, subnets) = network(aws, s.subnet.as_deref()).await?;
+    let ssh_cidr = match (&s.ssh_cidr, s.private_ssh) {
+        (Some(c), _) => c.clone(),
+        (None, true) => vpc_cidr,
+        (None, false) => operator_cidr().await?,
+    };
+    progress
+        .notice(format!(
+            "region {}, {vpc}, instances in {} ({}), {image}, SSH from {ssh_cidr}",
+            aws.region, instance_subnet.id, instance_subnet.zone
+        ))
+        .await;
+    interrupted(cancel)?;
+
+    key_pair(aws, s, progress).await?;
+    interrupted(cancel)?;
+    let plans = network::groups(&s.spec, &s.deployment, &ssh_cidr);
+    let groups = security_groups(aws, &s.deployment, &vpc, &plans, progress, cancel).await?;
+    interrupted(cancel)?;
+    let ids = instances(aws, s, &image, &instance_subnet, &groups, progress, cancel).await?;
+    let instances = wait_running(aws, &ids, s.timeout, progress, cancel).await?;
+    Ok(Launched {
+        vpc,
+        instance_subnet,
+        subnets,
+        groups,
+        instances,
+    })
+}
+
+fn interrupted(cancel: &CancellationToken) -> anyhow::Result<()> {
+    if cancel.is_cancelled() {
+        bail!(Interrupted);
+    }
+    Ok(())
+}
+
+/// Ctrl-C stopped the launch between two steps.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// The AMI to launch: `--ami` if given (checked to exist here), else the current Ubuntu
+/// 24.04 amd64 image from Canonical's SSM parameter, else the newest matching image owned by
+/// Canonical.
+pub async fn image(aws: &Aws, ami: Option<&str>) -> anyhow::Result<String> {
+    if let Some(ami) = ami {
+        let found = aws
+            .ec2
+            .describe_images()
+            .image_ids(ami)
+            .send()
+            .await
+            .during(|| format!("find AMI {ami}"));
+        return match found {
+            Ok(out) if !out.images().is_empty() => Ok(ami.to_owned()),
+            Ok(_) => bail!(
+                "AMI {ami} does not exist in {} (AMI ids differ per region): check --ami",
+                aws.region
+            ),
+            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => {
+                bail!(
+                    "AMI {ami} does not exist in {} (AMI ids differ per region): check --ami",
+                    aws.region
+                )
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    if let Ok(out) = aws.ssm.get_parameter().name(UBUNTU_PARAMETER).send().await
+        && let Some(id) = out.parameter().and_then(|p| p.value())
+    {
+        return Ok(id.to_owned());
+    }
+    // No SSM access (or an emulator without Canonical's parameters): ask EC2 directly.
+    let out = aws
+        .ec2
+        .describe_images()
+        .owners(CANONICAL)
+        .filters(filter("name", &[UBUNTU_NAMES]))
+        .filters(filter("architecture", &["x86_64"]))
+        .filters(filter("state", &["available"]))
+        .send()
+        .await
+        .during(|| "find the Ubuntu 24.04 AMI".into())?;
+    newest(out.images()).with_context(|| {
+        format!(
+            "no Ubuntu 24.04 amd64 AMI from Canonical in {}: pass --ami ami-…",
+            aws.region
+        )
+    })
+}
+
+fn newest(images: &[aws_sdk_ec2::types::Image]) -> Option<String> {
+    images
+        .iter()
+        .filter(|i| i.owner_id() == Some(CANONICAL))
+        .max_by_key(|i| i.creation_date().unwrap_or_default().to_owned())
+        .and_then(|i| i.image_id())
+        .map(str::to_owned)
+}
+
+async fn check_instance_types(aws: &Aws, spec: &Spec) -> anyhow::Result<()> {
+    let mut types: Vec<&str> = spec.roles.values().map(|r| r.instance_type.as_str()).collect();
+    types.sort();
+    types.dedup();
+    for t in types {
+        let found = aws
+            .ec2
+            .describe_instance_types()
+            .instance_types(InstanceType::from(t))
+            .send()
+            .await
+            .during(|| format!("check instance type {t}"));
+        let role = spec
+            .roles
+            .iter()
+            .find(|(_, r)| r.instance_type == t)
+            .map(|(n, _)| n.as_str());
+        let bad = || {
+            anyhow::anyhow!(
+                "instance type {t:?} (role {}) is not offered in {}: fix instance_type in the spec (e.g. t2.micro, t3.large)",
+                role.unwrap_or("?"),
+                aws.region
+            )
+        };
+        match found {
+            Ok(out) if out.instance_types().is_empty() => return Err(bad()),
+            Ok(_) => {}
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| c.starts_with("InvalidInstanceType") || c == "InvalidParameterValue") =>
+            {
+                return Err(bad());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// (vpc, its CIDR, the instances' subnet, one subnet per zone of the VPC).
+async fn network(aws: &Aws, subnet: Option<&str>) -> anyhow::Result<(String, String, Subnet, Vec<Subnet>)> {
+    let vpc = match subnet {
+        Some(id) => {
+            let out = aws
+                .ec2
+                .describe_subnets()
+                .subnet_ids(id)
+                .send()
+                .await
+                .during(|| format!("find subnet {id}"))
+                .map_err(|e| match e.code() {
+                    Some(c) if c.starts_with("InvalidSubnet") => {
+                        anyhow::anyhow!("subnet {id} does not exist in {}: check --subnet", aws.region)
+                    }
+                    _ => e.into(),
+                })?;
+            out.subnets()
+                .first()
+                .and_then(|s| s.vpc_id())
+                .with_context(|| format!("subnet {id} does not exist in {}: check --subnet", aws.region))?
+                .to_owned()
+        }
+        None => {
+            let out = aws
+                .ec2
+                .describe_vpcs()
+                .filters(filter("is-default", &["true"]))
+                .send()
+                .await
+                .during(|| "find the default VPC".into())?;
+            out.vpcs()
+                .first()
+                .and_then(|v| v.vpc_id())
+                .with_context(|| {
+                    format!(
+                        "no default VPC in {}: pass --subnet subnet-… of the VPC to use",
+                        aws.region
+                    )
+                })?
+                .to_owned()
+        }
+    };
+    let vpcs = aws
+        .ec2
+        .describe_vpcs()
+        .vpc_ids(&vpc)
+        .send()
+        .await
+        .during(|| format!("describe {vpc}"))?;
+    let cidr = vpcs
+        .vpcs()
+        .first()
+        .and_then(|v| v.cidr_block())
+        .with_context(|| format!("{vpc} has no IPv4 CIDR"))?
+        .to_owned();
+    let out = aws
+        .ec2
+        .describe_subnets()
+        .filters(filter("vpc-id", &[&vpc]))
+        .send()
+        .await
+        .during(|| format!("list the subnets of {vpc}"))?;
+    let mut all: Vec<(bool, Subnet)> = out
+        .subnets()
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.default_for_az().unwrap_or(false),
+                Subnet {
+                    id: s.subnet_id()?.to_owned(),
+                    zone: s.availability_zone()?.to_owned(),
+                },
+            ))
+        })
+        .collect();
+    // Per zone, the default subnet first, then by id: the same choice every run.
+    all.sort_by(|(da, a), (db, b)| a.zone.cmp(&b.zone).then(db.cmp(da)).then(a.id.cmp(&b.id)));
+    let chosen = match subnet {
+        Some(id) => all.iter().map(|(_, s)| s).find(|s| s.id == id).cloned(),
+        None => all.iter().find(|(d, _)| *d).map(|(_, s)| s.clone()),
+    }
+    .with_context(|| format!("no usable subnet in {vpc}: pass --subnet subnet-…"))?;
+    let mut per_zone: Vec<Subnet> = vec![chosen.clone()];
+    for (_, s) in &all {
+        if !per_zone.iter().any(|p| p.zone == s.zone) {
+            per_zone.push(s.clone());
+        }
+    }
+    Ok((vpc, cidr, chosen, per_zone))
+}
+
+/// The operator's public address as a /32, asked of checkip.amazonaws.com (bounded).
+async fn operator_cidr() -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect("checkip.amazonaws.com:80").await?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: checkip.amazonaws.com\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        let ip = body.rsplit("\r\n\r\n").next().unwrap_or_default().trim().to_owned();
+        ip.parse::<std::net::Ipv4Addr>()
+            .map_err(|_| std::io::Error::other(format!("unexpected answer {ip:?}")))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), ask).await {
+        Ok(Ok(ip)) => Ok(format!("{ip}/32")),
+        Ok(Err(e)) => bail!(
+            "cannot learn your public address from checkip.amazonaws.com ({e}): pass --ssh-cidr A.B.C.D/32 (SSH is only opened to it)"
+        ),
+        Err(_) => {
+            bail!("checkip.amazonaws.com did not answer in 10 s: pass --ssh-cidr A.B.C.D/32 (SSH is only opened to it)")
+        }
+    }
+}
+
+async fn key_pair(aws: &Aws, s: &LaunchSettings, progress: &Progress<'_>) -> anyhow::Result<()> {
+    let name = &s.key_name;
+    match aws
+        .ec2
+        .describe_key_pairs()
+        .key_names(name)
+        .send()
+        .await
+        .during(|| format!("find key pair {name}"))
+    {
+        Ok(out) if !out.key_pairs().is_empty() => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.code() == Some("InvalidKeyPair.NotFound") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let tags = resource::tags(&s.deployment, None, name);
+    let out = aws
+        .ec2
+        .import_key_pair()
+        .key_name(name)
+        .public_key_material(aws_sdk_ec2::primitives::Blob::new(s.public_key.as_bytes()))
+        .tag_specifications(resource::ec2_tags(ResourceType::KeyPair, &tags))
+        .send()
+        .await
+        .during(|| format!("import key pair {name}"))?;
+    let id = out.key_pair_id().unwrap_or(name);
+    progress
+        .resource(ResourceAction::Created, Kind::KeyPair, id, name)
+        .await
+}
+
+async fn security_groups(
+    aws: &Aws,
+    deployment: &str,
+    vpc: &str,
+    plans: &[GroupPlan],
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut ids = BTreeMap::new();
+    for g in plans {
+        interrupted(cancel)?;
+        let out = aws
+            .ec2
+            .describe_security_groups()
+            .filters(filter("vpc-id", &[vpc]))
+            .filters(filter("group-name", &[&g.name]))
+            .send()
+            .await
+            .during(|| format!("find security group {}", g.name))?;
+        let found = out.security_groups().first().and_then(|sg| {
+            let mine = tag(sg.tags(), TAG_DEPLOYMENT) == Some(deployment);
+            Some((sg.group_id()?.to_owned(), mine))
+        });
+        let id = match found {
+            Some((id, true)) => {
+                progress
+                    .resource(ResourceAction::Found, Kind::SecurityGroup, &id, &g.name)
+                    .await?;
+                id
+            }
+            Some((id, false)) => bail!(
+                "security group {} ({id}) exists in {vpc} but is not agent's deployment {deployment}: remove it or deploy under another --name",
+                g.name
+            ),
+            None => {
+                let tags = resource::tags(deployment, Some(&g.role), &g.name);
+                let out = aws
+                    .ec2
+                    .create_security_group()
+                    .group_name(&g.name)
+                    .description(&g.description)
+                    .vpc_id(vpc)
+                    .tag_specifications(resource::ec2_tags(ResourceType::SecurityGroup, &tags))
+                    .send()
+                    .await
+                    .during(|| format!("create security group {}", g.name))?;
+                let id = out.group_id().context("CreateSecurityGroup returned no id")?.to_owned();
+                progress
+                    .resource(ResourceAction::Created, Kind::SecurityGroup, &id, &g.name)
+                    .await?;
+                id
+            }
+        };
+        ids.insert(g.role.clone(), id);
+    }
+    for g in plans {
+        for rule in &g.ingress {
+            let mut p = IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(i32::from(rule.port))
+                .to_port(i32::from(rule.port));
+            p = match &rule.from {
+                Peer::Cidr(c) => p.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+                Peer::Group(role) => p.user_id_group_pairs(UserIdGroupPair::builder().group_id(&ids[role]).build()),
+            };
+            let r = aws
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(&ids[&g.role])
+                .ip_permissions(p.build())
+                .send()
+                .await
+                .during(|| format!("open port {} of {}", rule.port, g.name));
+            match r {
+                Err(e) if e.code() != Some("InvalidPermission.Duplicate") => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Instances of the deployment that are not terminated.
+pub async fn existing(aws: &Aws, deployment: &str) -> Result<Vec<aws_sdk_ec2::types::Instance>, AwsError> {
+    let mut found = Vec::new();
+    let mut pages = aws
+        .ec2
+        .describe_instances()
+        .filters(resource::deployment_filter(deployment))
+        .filters(filter(
+            "instance-state-name",
+            &["pending", "running", "stopping", "stopped", "shutting-down"],
+        ))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.during(|| format!("list the instances of {deployment}"))?;
+        for r in page.reservations() {
+            found.extend(r.instances().iter().cloned());
+        }
+    }
+    Ok(found)
+}
+
+async fn instances(
+    aws: &Aws,
+    s: &LaunchSettings,
+    image: &str,
+    subnet: &Subnet,
+    groups: &BTreeMap<String, String>,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    let existing = existing(aws, &s.deployment).await?;
+    let mut ids = Vec::new();
+    let mut stopped = Vec::new();
+    for (role_name, role) in &s.spec.roles {
+        for slot in 1..=role.count {
+            interrupted(cancel)?;
+            let name = format!("{role_name}-{slot}");
+            let tag_name = format!("{}-{name}", s.deployment);
+            if let Some(i) = existing.iter().find(|i| tag(i.tags(), "Name") == Some(&tag_name)) {
+                let id = i.instance_id().unwrap_or_default().to_owned();
+                progress
+                    .resource(ResourceAction::Found, Kind::Instance, &id, &tag_name)
+                    .await?;
+                match i.state().and_then(|st| st.name()) {
+                    Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => stopped.push(id.clone()),
+                    Some(InstanceStateName::ShuttingDown) => {
+                        bail!("instance {id} ({tag_name}) is shutting down: wait for it to end, then deploy again")
+                    }
+                    _ => {}
+                }
+                ids.push(id);
+                continue;
+            }
+            let key = HostKey::generate(&format!("agent:{}/{name}", s.deployment))
+                .context("cannot generate a host key (/dev/urandom)")?;
+            let mut tags = resource::tags(&s.deployment, Some(role_name), &tag_name);
+            tags.push((TAG_HOST_KEY, key.public_line()));
+            let out = aws
+                .ec2
+                .run_instances()
+                .image_id(image)
+                .instance_type(InstanceType::from(role.instance_type.as_str()))
+                .key_name(&s.key_name)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&subnet.id)
+                .security_group_ids(&groups[role_name])
+                .user_data(aws_smithy_types::base64::encode(
+                    key.user_data(&format!("{} {name}", s.deployment)),
+                ))
+                .tag_specifications(resource::ec2_tags(ResourceType::Instance, &tags))
+                .tag_specifications(resource::ec2_tags(ResourceType::Volume, &tags[..3]))
+                .send()
+                .await
+                .during(|| format!("launch {tag_name} ({}, {image})", role.instance_type))?;
+            let id = out
+                .instances()
+                .first()
+                .and_then(|i| i.instance_id())
+                .context("RunInstances returned no instance")?
+                .to_owned();
+            progress
+                .resource(ResourceAction::Created, Kind::Instance, &id, &tag_name)
+                .await?;
+            ids.push(id);
+        }
+    }
+    if !stopped.is_empty() {
+        aws.ec2
+            .start_instances()
+            .set_instance_ids(Some(stopped.clone()))
+            .send()
+            .await
+            .during(|| format!("start stopped instances {}", stopped.join(", ")))?;
+        progress
+            .notice(format!("started stopped instances {}", stopped.join(", ")))
+            .await;
+    }
+    Ok(ids)
+}
+
+/// Waits until every instance runs, reporting progress; bounded by `timeout`.
+async fn wait_running(
+    aws: &Aws,
+    ids: &[String],
+    timeout: Duration,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<Instance>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let last = std::cell::Cell::new(usize::MAX);
+    let not_running = std::cell::RefCell::new(Vec::new());
+    let done = super::poll(Duration::from_secs(2), deadline, cancel, || async {
+        let out = aws
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .during(|| "check the instances' state".into())?;
+        let all: Vec<aws_sdk_ec2::types::Instance> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().cloned())
+            .collect();
+        let mut running = Vec::new();
+        not_running.borrow_mut().clear();
+        for i in &all {
+            let id = i.instance_id().unwrap_or_default();
+            match i.state().and_then(|s| s.name()) {
+                Some(InstanceStateName::Running) => running.push(describe(i)),
+                Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated) => {
+                    let why = i.state_reason().and_then(|r| r.message()).unwrap_or("no reason given");
+                    return Err(AwsError::Service {
+                        action: format!("launch {id}"),
+                        code: "InstanceTerminated".into(),
+                        message: format!("it was terminated while starting ({why})"),
+                    });
+                }
+                _ => not_running.borrow_mut().push(id.to_owned()),
+            }
+        }
+        if running.len() != last.get() {
+            last.set(running.len());
+            progress
+                .event(CloudEvent::Waiting {
+                    what: "instances running".into(),
+                    done: running.len(),
+                    total: ids.len(),
+                })
+                .await;
+        }
+        Ok((running.len() == ids.len()).then_some(running))
+    })
+    .await?;
+    interrupted(cancel)?;
+    done.with_context(|| {
+        format!(
+            "instances not running after {}s: {}; deploy again to resume, or agent terminate to remove them",
+            timeout.as_secs(),
+            not_running.borrow().join(", ")
+        )
+    })
+}
+
+/// An EC2 instance as the deploy sees it.
+pub fn describe(i: &aws_sdk_ec2::types::Instance) -> Instance {
+    let full = tag(i.tags(), "Name").unwrap_or_default();
+    let deployment = tag(i.tags(), TAG_DEPLOYMENT).unwrap_or_default();
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_owned(),
+        name: full.strip_prefix(&format!("{deployment}-")).unwrap_or(full).to_owned(),
+        role: tag(i.tags(), TAG_ROLE).unwrap_or_default().to_owned(),
+        private_ip: i.private_ip_address().filter(|a| !a.is_empty()).map(str::to_owned),
+        public_dns: i.public_dns_name().filter(|a| !a.is_empty()).map(str::to_owned),
+        host_key: tag(i.tags(), TAG_HOST_KEY).and_then(|k| PublicKey::from_openssh(k).ok()),
+    }
+}

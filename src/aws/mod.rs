@@ -1,0 +1,221 @@
+//! AWS: the provider that launches a deployment's instances and load balancer, and removes
+//! them again.
+//!
+//! - this module: the clients (aws-config's default chain, bounded timeouts) and
+//!   [`AwsError`], which always says what AWS said (code and message) and names the fix for
+//!   refused credentials.
+//! - [`resource`]: the tags every created resource carries, and resources as recorded data.
+//! - [`network`]: the deployment's network as pure data: security groups and their rules.
+//! - [`launch`]: AMI, key pair, security groups and instances, found by tag or created.
+//! - [`balancer`]: the Application Load Balancer of a spec with routes.
+//! - [`teardown`]: `agent terminate` and `agent status`: everything found by tag.
+
+pub mod balancer;
+pub mod launch;
+pub mod network;
+pub mod resource;
+pub mod teardown;
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// The clients of one region.
+#[derive(Clone)]
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub region: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("no AWS region: pass --region (e.g. us-east-1), or set AWS_REGION or region in ~/.aws/config")]
+    NoRegion,
+    #[error(
+        "no AWS credentials ({0}): put them in ~/.aws/credentials (Learner Lab: AWS Details → AWS CLI, with aws_session_token) or the AWS_* variables"
+    )]
+    NoCredentials(String),
+    #[error(
+        "AWS refused the credentials while trying to {action} ({code}: {message}): the lab session may have ended; start it again and copy the new credentials (AWS Details → AWS CLI) into ~/.aws/credentials"
+    )]
+    Credentials {
+        action: String,
+        code: String,
+        message: String,
+    },
+    #[error("cannot {action}: {code}: {message}")]
+    Service {
+        action: String,
+        code: String,
+        message: String,
+    },
+    #[error("cannot {action}: AWS did not answer ({detail})")]
+    Transport { action: String, detail: String },
+}
+
+impl AwsError {
+    /// The AWS error code, when AWS answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Service { code, .. } | AwsError::Credentials { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Codes AWS answers when the credentials are wrong or expired.
+const CREDENTIAL_CODES: [&str; 9] = [
+    "AuthFailure",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+];
+
+/// Turns an SDK result into one that says what went wrong: `SdkError`'s own Display is just
+/// "service error".
+pub trait Call<T> {
+    fn during(self, action: impl FnOnce() -> String) -> Result<T, AwsError>;
+}
+
+impl<T, E> Call<T> for Result<T, SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn during(self, action: impl FnOnce() -> String) -> Result<T, AwsError> {
+        self.map_err(|e| {
+            let action = action();
+            match &e {
+                SdkError::ServiceError(ctx) => {
+                    // An error body the SDK could not parse still names its code in XML.
+                    let raw = ctx.raw();
+                    let body = raw.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+                    let status = raw.status().as_u16();
+                    let code = e
+                        .code()
+                        .map(str::to_owned)
+                        .or_else(|| xml_field(&body, "Code"))
+                        .unwrap_or_else(|| format!("HTTP {status}"));
+                    let message = e
+                        .message()
+                        .map(str::to_owned)
+                        .or_else(|| xml_field(&body, "Message"))
+                        .unwrap_or_else(|| "(no message)".into());
+                    if CREDENTIAL_CODES.contains(&code.as_str())
+                        || (status == 401 || status == 403) && code.starts_with("HTTP")
+                    {
+                        AwsError::Credentials { action, code, message }
+                    } else {
+                        AwsError::Service { action, code, message }
+                    }
+                }
+                _ => AwsError::Transport {
+                    action,
+                    detail: one_line(&DisplayErrorContext(&e).to_string()),
+                },
+            }
+        })
+    }
+}
+
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = body[start..].find(&format!("</{name}>"))?;
+    Some(body[start..start + len].trim().to_owned())
+}
+
+/// Error chains from the HTTP stack span lines; keep the message to one.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Aws {
+    /// Clients from the default chain (environment, profiles, the credentials file with its
+    /// session token, `AWS_ENDPOINT_URL`), with `region` overriding the chain's. The
+    /// credentials are resolved here so that missing ones fail before anything is planned.
+    pub async fn connect(region: Option<&str>) -> Result<Aws, AwsError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(90))
+                .build(),
+        );
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r.to_owned()));
+        }
+        let config = loader.load().await;
+        let region = config.region().ok_or(AwsError::NoRegion)?.to_string();
+        let provider = config
+            .credentials_provider()
+            .ok_or_else(|| AwsError::NoCredentials("no provider configured".into()))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| AwsError::NoCredentials(one_line(&DisplayErrorContext(&e).to_string())))?;
+        if credentials.expiry().is_some_and(|t| t <= std::time::SystemTime::now()) {
+            return Err(AwsError::Credentials {
+                action: "load credentials".into(),
+                code: "ExpiredToken".into(),
+                message: "the credentials' expiry time has passed".into(),
+            });
+        }
+        Ok(Aws {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+            region,
+        })
+    }
+}
+
+/// Polls `check` every `every` until it returns `Some`, `deadline` passes, or `cancel`
+/// fires. Every wait on AWS goes through here, so none is unbounded.
+pub async fn poll<T, F, Fut>(
+    every: Duration,
+    deadline: tokio::time::Instant,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut check: F,
+) -> Result<Option<T>, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, AwsError>>,
+{
+    loop {
+        if let Some(t) = check().await? {
+            return Ok(Some(t));
+        }
+        if tokio::time::Instant::now() + every > deadline {
+            return Ok(None);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => return Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_fields_from_a_body_the_sdk_did_not_parse() {
+        let body = "<?xml version=\"1.0\"?><ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_field(body, "Code").as_deref(), Some("InvalidClientTokenId"));
+        assert_eq!(
+            xml_field(body, "Message").as_deref(),
+            Some("The security token included in the request is invalid.")
+        );
+        assert_eq!(xml_field("<html>busy</html>", "Code"), None);
+    }
+}

@@ -1,0 +1,517 @@
+//! `agent terminate` and `agent status`: a deployment's resources, found by their
+//! `agent:deployment` tag (the record is not needed), removed in dependency order: rules,
+//! listeners, load balancers, target groups, instances, security groups, the imported key pair.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use aws_sdk_ec2::types::InstanceStateName;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::launch::{self, Interrupted, Progress};
+use super::resource::{Kind, TAG_DEPLOYMENT, deployment_filter, tag};
+use super::{Aws, AwsError, Call};
+use crate::event::{CloudEvent, ResourceAction};
+
+/// ELB resources (load balancers or target groups) carrying the deployment's tag, as (arn, name).
+async fn tagged_elb(
+    aws: &Aws,
+    deployment: &str,
+    arns: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, AwsError> {
+    let mut mine = Vec::new();
+    for chunk in arns.chunks(20) {
+        let out = aws
+            .elb
+            .describe_tags()
+            .set_resource_arns(Some(chunk.iter().map(|(a, _)| a.clone()).collect()))
+            .send()
+            .await
+            .during(|| "read load balancer tags".into())?;
+        for d in out.tag_descriptions() {
+            let ours = d
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(deployment));
+            if ours && let Some(found) = chunk.iter().find(|(a, _)| Some(a.as_str()) == d.resource_arn()) {
+                mine.push(found.clone());
+            }
+        }
+    }
+    Ok(mine)
+}
+
+pub async fn load_balancers(
+    aws: &Aws,
+    deployment: &str,
+) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, AwsError> {
+    let mut all = Vec::new();
+    let mut pages = aws.elb.describe_load_balancers().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        all.extend(
+            page.during(|| "list load balancers".into())?
+                .load_balancers()
+                .iter()
+                .cloned(),
+        );
+    }
+    let arns = all
+        .iter()
+        .map(|l| {
+            (
+                l.load_balancer_arn().unwrap_or_default().to_owned(),
+                l.load_balancer_name().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let mine = tagged_elb(aws, deployment, arns).await?;
+    Ok(all
+        .into_iter()
+        .filter(|l| mine.iter().any(|(a, _)| Some(a.as_str()) == l.load_balancer_arn()))
+        .collect())
+}
+
+pub async fn target_groups(aws: &Aws, deployment: &str) -> Result<Vec<(String, String)>, AwsError> {
+    let mut arns = Vec::new();
+    let mut pages = aws.elb.describe_target_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for t in page.during(|| "list target groups".into())?.target_groups() {
+            arns.push((
+                t.target_group_arn().unwrap_or_default().to_owned(),
+                t.target_group_name().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    tagged_elb(aws, deployment, arns).await
+}
+
+pub async fn security_groups(aws: &Aws, deployment: &str) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_security_groups()
+        .filters(deployment_filter(deployment))
+        .send()
+        .await
+        .during(|| format!("list the security groups of {deployment}"))?;
+    Ok(out.security_groups().to_vec())
+}
+
+pub async fn key_pairs(aws: &Aws, deployment: &str) -> Result<Vec<(String, String)>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_key_pairs()
+        .filters(deployment_filter(deployment))
+        .send()
+        .await
+        .during(|| format!("list the key pairs of {deployment}"))?;
+    Ok(out
+        .key_pairs()
+        .iter()
+        .map(|k| {
+            (
+                k.key_pair_id().unwrap_or_default().to_owned(),
+                k.key_name().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Removes everything of `deployment`; returns the ids of the terminated instances (whose
+/// host keys the caller forgets). Idempotent: a second run finds and removes nothing.
+pub async fn terminate(
+    aws: &Aws,
+    deployment: &str,
+    timeout: Duration,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let check = || -> anyhow::Result<()> {
+        if cancel.is_cancelled() {
+            bail!(Interrupted);
+        }
+        Ok(())
+    };
+    let deleted = |kind, id: &str, name: &str| CloudEvent::Resource {
+        action: ResourceAction::Deleted,
+        kind,
+        id: id.to_owned(),
+        name: name.to_owned(),
+    };
+
+    // Load balancers, with their rules and listeners.
+    let lbs = load_balancers(aws, deployment).await?;
+    for lb in &lbs {
+        check()?;
+        let arn = lb.load_balancer_arn().unwrap_or_default();
+        let name = lb.load_balancer_name().unwrap_or_default();
+        let listeners = aws
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+            .during(|| format!("list the listeners of {name}"))?;
+        for l in listeners.listeners() {
+            let l_arn = l.listener_arn().unwrap_or_default();
+            let rules = aws
+                .elb
+                .describe_rules()
+                .listener_arn(l_arn)
+                .send()
+                .await
+                .during(|| format!("list the rules of {name}"))?;
+            for r in rules.rules().iter().filter(|r| r.is_default() != Some(true)) {
+                let r_arn = r.rule_arn().unwrap_or_default();
+                aws.elb
+                    .delete_rule()
+                    .rule_arn(r_arn)
+                    .send()
+                    .await
+                    .during(|| format!("delete rule {r_arn}"))?;
+                progress
+                    .event(deleted(
+                        Kind::Rule,
+                        r_arn,
+                        &format!("priority {}", r.priority().unwrap_or("?")),
+                    ))
+                    .await;
+            }
+            aws.elb
+                .delete_listener()
+                .listener_arn(l_arn)
+                .send()
+                .await
+                .during(|| format!("delete listener {l_arn}"))?;
+            progress
+                .event(deleted(
+                    Kind::Listener,
+                    l_arn,
+                    &format!("{name}:{}", l.port().unwrap_or(0)),
+                ))
+                .await;
+        }
+        aws.elb
+            .delete_load_balancer()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+            .during(|| format!("delete load balancer {name}"))?;
+        progress.event(deleted(Kind::LoadBalancer, arn, name)).await;
+    }
+    if !lbs.is_empty() {
+        // Target groups and security groups stay in use until the load balancer is gone.
+        let arns: Vec<String> = lbs
+            .iter()
+            .filter_map(|l| l.load_balancer_arn())
+            .map(str::to_owned)
+            .collect();
+        let gone = super::poll(Duration::from_secs(3), deadline, cancel, || async {
+            let r = aws
+                .elb
+                .describe_load_balancers()
+                .set_load_balancer_arns(Some(arns.clone()))
+                .send()
+                .await;
+            match r.during(|| "check the load balancers are gone".into()) {
+                Ok(out) => Ok(out.load_balancers().is_empty().then_some(())),
+                Err(e) if e.code() == Some("LoadBalancerNotFound") => Ok(Some(())),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        check()?;
+        if gone.is_none() {
+            bail!(
+                "load balancers still exist after {}s: run agent terminate again",
+                timeout.as_secs()
+            );
+        }
+    }
+
+    for (arn, name) in target_groups(aws, deployment).await? {
+        check()?;
+        retry(
+            deadline,
+            cancel,
+            &["ResourceInUse"],
+            &format!("delete target group {name}"),
+            progress,
+            || async {
+                aws.elb
+                    .delete_target_group()
+                    .target_group_arn(&arn)
+                    .send()
+                    .await
+                    .during(|| format!("delete target group {name}"))
+            },
+        )
+        .await?;
+        progress.event(deleted(Kind::TargetGroup, &arn, &name)).await;
+    }
+
+    // Instances: terminate all at once, then wait for every one to be gone.
+    let instances = launch::existing(aws, deployment).await?;
+    let ids: Vec<String> = instances
+        .iter()
+        .filter_map(|i| i.instance_id())
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        check()?;
+        aws.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .send()
+            .await
+            .during(|| format!("terminate {}", ids.join(", ")))?;
+        for i in &instances {
+            let id = i.instance_id().unwrap_or_default();
+            progress
+                .event(deleted(Kind::Instance, id, tag(i.tags(), "Name").unwrap_or(id)))
+                .await;
+        }
+        let last = std::cell::Cell::new(usize::MAX);
+        let done = super::poll(Duration::from_secs(3), deadline, cancel, || async {
+            let out = aws
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.clone()))
+                .send()
+                .await
+                .during(|| "check the instances are terminated".into())?;
+            let ended = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated))
+                .count();
+            if ended != last.get() {
+                last.set(ended);
+                progress
+                    .event(CloudEvent::Waiting {
+                        what: "instances terminated".into(),
+                        done: ended,
+                        total: ids.len(),
+                    })
+                    .await;
+            }
+            Ok((ended == ids.len()).then_some(()))
+        })
+        .await?;
+        check()?;
+        if done.is_none() {
+            bail!(
+                "instances not terminated after {}s: run agent terminate again",
+                timeout.as_secs()
+            );
+        }
+    }
+
+    // Security groups: rules naming another group go first (a group referenced by another
+    // cannot be deleted), then each group, retried while AWS still sees a dependency.
+    let groups = security_groups(aws, deployment).await?;
+    for g in &groups {
+        let referencing: Vec<_> = g
+            .ip_permissions()
+            .iter()
+            .filter(|p| !p.user_id_group_pairs().is_empty())
+            .cloned()
+            .collect();
+        if !referencing.is_empty() {
+            let id = g.group_id().unwrap_or_default();
+            aws.ec2
+                .revoke_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(referencing))
+                .send()
+                .await
+                .during(|| format!("remove the group rules of {id}"))?;
+        }
+    }
+    for g in &groups {
+        check()?;
+        let id = g.group_id().unwrap_or_default();
+        let name = g.group_name().unwrap_or_default();
+        retry(
+            deadline,
+            cancel,
+            &["DependencyViolation"],
+            &format!("delete security group {name}"),
+            progress,
+            || async {
+                aws.ec2
+                    .delete_security_group()
+                    .group_id(id)
+                    .send()
+                    .await
+                    .during(|| format!("delete security group {name} ({id})"))
+            },
+        )
+        .await?;
+        progress.event(deleted(Kind::SecurityGroup, id, name)).await;
+    }
+
+    // Only a key pair agent imported carries the tag; the lab's vockey is never touched.
+    for (id, name) in key_pairs(aws, deployment).await? {
+        // By name: moto ignores DeleteKeyPair by id.
+        aws.ec2
+            .delete_key_pair()
+            .key_name(&name)
+            .send()
+            .await
+            .during(|| format!("delete key pair {name}"))?;
+        progress.event(deleted(Kind::KeyPair, &id, &name)).await;
+    }
+    Ok(ids)
+}
+
+/// Retries `call` while it fails with one of `codes` (AWS still sees a dependency that is on
+/// its way out), backing off from 1 s to 15 s, until `deadline`.
+async fn retry<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    cancel: &CancellationToken,
+    codes: &[&str],
+    what: &str,
+    progress: &Progress<'_>,
+    mut call: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AwsError>>,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match call().await {
+            Ok(t) => return Ok(t),
+            Err(e) if e.code().is_some_and(|c| codes.contains(&c)) => {
+                if tokio::time::Instant::now() + pause > deadline {
+                    bail!("{e} (still after retrying until the deadline): run agent terminate again later");
+                }
+                progress
+                    .notice(format!(
+                        "{what}: {} (retrying in {}s)",
+                        e.code().unwrap_or_default(),
+                        pause.as_secs()
+                    ))
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = cancel.cancelled() => bail!(Interrupted),
+                }
+                pause = (pause * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What `agent status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub deployment: String,
+    pub region: String,
+    pub instances: Vec<InstanceStatus>,
+    pub security_groups: Vec<String>,
+    pub key_pairs: Vec<String>,
+    pub load_balancers: Vec<LbStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub instance_type: String,
+    pub private_ip: Option<String>,
+    pub public_dns: Option<String>,
+    /// SHA256 fingerprint of the host key agent generated for it.
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LbStatus {
+    pub name: String,
+    pub dns: String,
+    pub state: String,
+    /// Per target group: (name, healthy, total).
+    pub target_groups: Vec<(String, usize, usize)>,
+}
+
+pub async fn status(aws: &Aws, deployment: &str) -> anyhow::Result<Status> {
+    let instances = launch::existing(aws, deployment)
+        .await?
+        .iter()
+        .map(|i| {
+            let d = launch::describe(i);
+            InstanceStatus {
+                state: i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                host_key: d.host_key.as_ref().map(crate::ssh::known_hosts::fingerprint),
+                id: d.id,
+                name: d.name,
+                role: d.role,
+                private_ip: d.private_ip,
+                public_dns: d.public_dns,
+            }
+        })
+        .collect();
+    let mut lbs = Vec::new();
+    let tgs = target_groups(aws, deployment).await?;
+    for lb in load_balancers(aws, deployment).await? {
+        let mut groups = Vec::new();
+        for (arn, name) in &tgs {
+            let out = aws
+                .elb
+                .describe_target_health()
+                .target_group_arn(arn)
+                .send()
+                .await
+                .during(|| format!("check {name}"))?;
+            let all = out.target_health_descriptions();
+            let healthy = all
+                .iter()
+                .filter(|t| t.target_health().and_then(|h| h.state()).map(|s| s.as_str()) == Some("healthy"))
+                .count();
+            groups.push((name.clone(), healthy, all.len()));
+        }
+        lbs.push(LbStatus {
+            name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+            dns: lb.dns_name().unwrap_or_default().to_owned(),
+            state: lb
+                .state()
+                .and_then(|s| s.code())
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            target_groups: groups,
+        });
+    }
+    Ok(Status {
+        deployment: deployment.to_owned(),
+        region: aws.region.clone(),
+        instances,
+        security_groups: security_groups(aws, deployment)
+            .await?
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} {}",
+                    g.group_id().unwrap_or_default(),
+                    g.group_name().unwrap_or_default()
+                )
+            })
+            .collect(),
+        key_pairs: key_pairs(aws, deployment)
+            .await?
+            .into_iter()
+            .map(|(id, name)| format!("{id} {name}"))
+            .collect(),
+        load_balancers: lbs,
+    })
+}

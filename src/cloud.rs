@@ -1,0 +1,277 @@
+//! The EC2 side of the commands. `deploy` without an inventory: launch the spec's instances
+//! and load balancer ([`crate::aws`]), pin the host keys agent generated for them, run the
+//! same deploy as on an inventory over SSH, then wait for the load balancer's targets.
+//! `terminate` and `status` find everything by tag.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::launch::{self, Interrupted, Launched, Progress};
+use crate::aws::{Aws, balancer, teardown};
+use crate::inventory::{Host, Transport};
+use crate::job::Target;
+use crate::record::RecordStore;
+use crate::render::{self, Mode};
+use crate::settings::{CloudDeploySettings, DeploySettings};
+use crate::ssh::known_hosts::KnownHosts;
+use crate::{EXIT_INTERRUPTED, artifact, plan};
+
+pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
+    let deployment = s.launch.deployment.clone();
+    let spec = s.launch.spec.clone();
+    // On EC2 the load balancer is an ALB, not a host running HAProxy.
+    let mut on_hosts = spec.clone();
+    on_hosts.balancer = None;
+    on_hosts.name = deployment.clone();
+
+    // Local work first: programs that do not build stop the deploy before AWS is touched.
+    let mut names: Vec<&str> = spec.roles.values().map(|r| plan::binary(r.program)).collect();
+    names.sort();
+    names.dedup();
+    let programs = artifact::programs(&names, &s.programs)?;
+    let aws = Aws::connect(s.region.as_deref()).await?;
+    let record = Arc::new(RecordStore::open(&s.record, &deployment, &s.known_hosts)?);
+
+    let (tx, rx) = mpsc::channel(256);
+    let printer = tokio::spawn(render::cloud(s.output.mode, rx));
+    let progress = Progress {
+        tx: &tx,
+        record: Some(&record),
+    };
+    let provisioned = async {
+        let launched = launch::launch(&aws, &s.launch, &progress, &cancel).await?;
+        let alb = balancer::ensure(&aws, &deployment, &spec, &launched, &progress, &cancel).await?;
+        anyhow::Ok((launched, alb))
+    }
+    .await;
+    drop(tx);
+    printer.await??;
+    let (launched, alb) = match provisioned {
+        Ok(done) => done,
+        Err(e) => return stopped(e, &deployment, &record, &cancel),
+    };
+
+    let (targets, known_hosts) = hosts(&s, &launched)?;
+    let plan = plan::build(&on_hosts, &targets.iter().map(|t| t.host.clone()).collect::<Vec<_>>())?;
+    let targets = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            targets
+                .iter()
+                .find(|t| t.host.name == h.host)
+                .cloned()
+                .expect("planned from these hosts")
+        })
+        .collect();
+    let footer = alb
+        .as_ref()
+        .zip(spec.balancer.as_ref())
+        .map(|(alb, b)| {
+            let routes: Vec<String> = b.routes.iter().map(|r| format!("{} → {}", r.path, r.role)).collect();
+            format!(
+                "load balancer: http://{}{}/ ({}; anything else 404)",
+                alb.dns,
+                if alb.port == 80 {
+                    String::new()
+                } else {
+                    format!(":{}", alb.port)
+                },
+                routes.join(", ")
+            )
+        })
+        .into_iter()
+        .collect();
+    let mode = s.output.mode;
+    let settings = DeploySettings {
+        plan,
+        targets,
+        parallel: s.parallel,
+        ssh: s.ssh,
+        known_hosts,
+        record: s.record.clone(),
+        programs: s.programs,
+        health_timeout: s.health_timeout,
+        output: s.output,
+        footer,
+    };
+    let code = crate::deploy_hosts(settings, programs, cancel.clone()).await?;
+    let Some(alb) = alb.filter(|_| code == 0) else {
+        return Ok(code);
+    };
+
+    let (tx, rx) = mpsc::channel(64);
+    let printer = tokio::spawn(render::cloud(mode, rx));
+    let progress = Progress { tx: &tx, record: None };
+    let healthy = balancer::wait_healthy(&aws, &alb, s.launch.timeout, &progress, &cancel).await;
+    drop(tx);
+    printer.await??;
+    match healthy {
+        Ok(()) => Ok(0),
+        Err(e) => stopped(e, &deployment, &record, &cancel),
+    }
+}
+
+/// The exit of a deploy stopped by an error or Ctrl-C: what was created is tagged and
+/// recorded, so the operator can resume or remove it.
+fn stopped(e: anyhow::Error, deployment: &str, record: &RecordStore, cancel: &CancellationToken) -> anyhow::Result<u8> {
+    let created = record.resources().len();
+    if e.is::<Interrupted>() || cancel.is_cancelled() {
+        eprintln!(
+            "agent: interrupted; the {created} resources created are tagged and recorded: agent deploy resumes, agent terminate {deployment} removes them"
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if created == 0 {
+        return Err(e);
+    }
+    Err(e.context(format!(
+        "deploy stopped ({created} resources recorded: deploy again to resume, or agent terminate {deployment})"
+    )))
+}
+
+/// The launched instances as SSH targets, their generated host keys pinned by instance id.
+fn hosts(s: &CloudDeploySettings, launched: &Launched) -> anyhow::Result<(Vec<Target>, Arc<KnownHosts>)> {
+    let mut targets = Vec::new();
+    let mut pins = Vec::new();
+    let mut unknown = Vec::new();
+    for i in &launched.instances {
+        let (address, what) = if s.launch.private_ssh {
+            (i.private_ip.clone(), "private IP")
+        } else {
+            (i.public_dns.clone(), "public DNS name")
+        };
+        let address = address.with_context(|| {
+            format!(
+                "instance {} ({}) has no {what}: use --ssh-address {}",
+                i.id,
+                i.name,
+                if s.launch.private_ssh {
+                    "public"
+                } else {
+                    "private (from inside the VPC), or a subnet that assigns public addresses"
+                }
+            )
+        })?;
+        let host = Host {
+            name: i.name.clone(),
+            address,
+            port: 22,
+            user: s.user.clone(),
+            role: Some(i.role.clone()),
+            key: None,
+            transport: Transport::Ssh,
+        };
+        match &i.host_key {
+            Some(k) => pins.push((host.known_hosts_pattern(), k.clone(), i.id.clone())),
+            None => unknown.push(format!("{} ({})", i.id, i.name)),
+        }
+        targets.push(Target {
+            host,
+            key: Some(s.key.clone()),
+        });
+    }
+    if !unknown.is_empty() && !s.trust_first_use {
+        anyhow::bail!(
+            "no host key known for {} (not launched by this agent): pass --trust-first-use to accept the key each presents at first contact",
+            unknown.join(", ")
+        );
+    }
+    let known_hosts = Arc::new(KnownHosts::new(s.known_hosts.clone(), []));
+    known_hosts.pin(&pins)?;
+    Ok((targets, known_hosts))
+}
+
+pub async fn terminate(
+    deployment: &str,
+    region: Option<&str>,
+    timeout: Duration,
+    mode: Mode,
+    record: &std::path::Path,
+    known_hosts: &std::path::Path,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let aws = Aws::connect(region).await?;
+    let (tx, rx) = mpsc::channel(256);
+    let printer = tokio::spawn(render::cloud(mode, rx));
+    let progress = Progress { tx: &tx, record: None };
+    let result = teardown::terminate(&aws, deployment, timeout, &progress, &cancel).await;
+    drop(tx);
+    let deleted = printer.await??;
+    let instances = match result {
+        Ok(ids) => ids,
+        Err(e) if e.is::<Interrupted>() || cancel.is_cancelled() => {
+            eprintln!("agent: interrupted after removing {deleted} resources: run agent terminate {deployment} again");
+            return Ok(EXIT_INTERRUPTED);
+        }
+        Err(e) => return Err(e),
+    };
+    // Everything is gone: so are the instances' host keys (by instance id) and the record.
+    let store = KnownHosts::new(known_hosts.to_owned(), []);
+    store.forget(&instances)?;
+    if std::fs::read_to_string(known_hosts).is_ok_and(|t| t.trim().is_empty()) {
+        let _ = std::fs::remove_file(known_hosts);
+    }
+    match std::fs::remove_file(record) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove deployment record {}", record.display()));
+        }
+        _ => {}
+    }
+    if mode != Mode::Json {
+        if deleted == 0 {
+            println!(
+                "nothing to remove: deployment {deployment} has no resources in {}",
+                aws.region
+            );
+        } else {
+            println!(
+                "removed {deleted} resources of deployment {deployment} in {}",
+                aws.region
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub async fn status(deployment: &str, region: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    let aws = Aws::connect(region).await?;
+    let status = teardown::status(&aws, deployment).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(0);
+    }
+    println!("deployment {} in {}", status.deployment, status.region);
+    if status.instances.is_empty() && status.security_groups.is_empty() && status.load_balancers.is_empty() {
+        println!("  no resources");
+        return Ok(0);
+    }
+    for i in &status.instances {
+        println!(
+            "  instance {} {:<12} {:<10} {:<9} {:<15} {}",
+            i.id,
+            i.name,
+            i.instance_type,
+            i.state,
+            i.private_ip.as_deref().unwrap_or("-"),
+            i.public_dns.as_deref().unwrap_or("-")
+        );
+    }
+    for lb in &status.load_balancers {
+        println!("  load balancer {} ({}) http://{}/", lb.name, lb.state, lb.dns);
+        for (name, healthy, total) in &lb.target_groups {
+            println!("    target group {name}: {healthy}/{total} healthy");
+        }
+    }
+    for g in &status.security_groups {
+        println!("  security group {g}");
+    }
+    for k in &status.key_pairs {
+        println!("  key pair {k}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,572 @@
+//! `agent deploy` on EC2, `agent status` and `agent terminate`, against moto's server on
+//! loopback (AWS_ENDPOINT_URL; no seam in the product). For the SSH part, the local fleet
+//! plays the instances: moto gives instances launched into a subnet sequential private
+//! addresses from .4, the fleet's hosts have exactly those, and the test acts as cloud-init:
+//! when an instance appears in moto, it installs the host key from the instance's user data
+//! on the fleet host at that address and starts its sshd ("boots" it).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::aws::{FaultProxy, LATEST_NOBLE_AMD64, Moto};
+use common::{Fleet, Run, agent, http_get, run};
+
+fn aws_agent(state: &Path, moto: &Moto, endpoint: Option<&str>) -> Command {
+    let mut c = agent(state);
+    moto.configure(&mut c);
+    if let Some(e) = endpoint {
+        c.env("AWS_ENDPOINT_URL", e);
+    }
+    c
+}
+
+/// `agent deploy SPEC` on EC2 through moto, instances in `subnet`. With `fleet`, SSH goes to
+/// the private IPs (the fleet's hosts); without, to public DNS names, which instances in
+/// these subnets do not have: the deploy stops before dialing anything.
+fn deploy_cmd(state: &Path, moto: &Moto, spec: &str, key: &Path, subnet: &str, fleet: bool) -> Command {
+    let mut c = aws_agent(state, moto, None);
+    c.args(["deploy", spec, "--json", "--no-logs", "--subnet", subnet]);
+    if fleet {
+        c.args(["--ssh-address", "private"]);
+    } else {
+        c.args(["--ssh-address", "public", "--ssh-cidr", "198.51.100.7/32"]);
+    }
+    c.arg("--key").arg(key);
+    c.args(["--ssh-wait", "60s", "--connect-timeout", "5s"]);
+    c
+}
+
+fn terminate(state: &Path, moto: &Moto, deployment: &str) -> Run {
+    let mut c = aws_agent(state, moto, None);
+    c.args(["terminate", deployment]);
+    run(c)
+}
+
+/// The private key cloud-init would install, from the cloud-config in the user data.
+fn host_key_of(user_data: &str) -> String {
+    let block: Vec<&str> = user_data
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("ed25519_private:"))
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("ed25519_public:"))
+        .collect();
+    assert!(block.len() > 3, "no ed25519_private block in user data:\n{user_data}");
+    block.iter().map(|l| format!("{}\n", l.trim_start())).collect()
+}
+
+/// Boots every instance moto has that sits on a fleet address and is not booted yet: its
+/// generated host key replaces the fleet host's keys (cloud-init's `ssh_deletekeys`), then
+/// sshd starts.
+fn boot_new(fleet: &Fleet, moto: &Moto, deployment: &str, booted: &mut BTreeSet<usize>) {
+    let found = moto.resources(deployment);
+    for i in found["instances"].as_array().unwrap() {
+        let ip = i["private_ip"].as_str().unwrap_or_default();
+        let Some(n) = fleet.addresses.iter().position(|a| a == ip) else {
+            panic!("instance at {ip}, outside the fleet {:?}", fleet.addresses)
+        };
+        if booted.contains(&n) {
+            continue;
+        }
+        let dir = fleet.host_dir(n);
+        for t in ["ed25519", "ecdsa"] {
+            let _ = std::fs::remove_file(dir.join(format!("ssh_host_{t}_key")));
+            let _ = std::fs::remove_file(dir.join(format!("ssh_host_{t}_key.pub")));
+        }
+        let key = dir.join("ssh_host_ed25519_key");
+        std::fs::write(&key, host_key_of(i["user_data"].as_str().unwrap())).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        fleet.host("start", n);
+        booted.insert(n);
+    }
+}
+
+/// Runs `c` (a deploy) while booting the fleet host of each instance it launches.
+fn deploy_booting(mut c: Command, fleet: &Fleet, moto: &Moto, deployment: &str, booted: &mut BTreeSet<usize>) -> Run {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = c
+        .stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        boot_new(fleet, moto, deployment, booted);
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "deploy did not end in 300 s");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(out.path()).unwrap(),
+        stderr: std::fs::read_to_string(err.path()).unwrap(),
+    }
+}
+
+/// Resource events of a `--json` run: (action, kind, name).
+fn resource_events(stdout: &str) -> Vec<(String, String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "resource")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (s("action"), s("kind"), s("name"))
+        })
+        .collect()
+}
+
+/// Starts a deploy with `--json` and sends it SIGINT right after its `n`-th `created` event.
+fn interrupt_after(mut c: Command, n: usize) -> (Run, usize) {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child: Child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    let mut created = 0;
+    while created < n {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains(r#""event":"resource""#) && line.contains(r#""action":"created""#) {
+            created += 1;
+        }
+        text.push_str(&line);
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let output = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    text.push_str(&rest);
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    (
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: text,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        },
+        created,
+    )
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn names<'a>(v: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    let mut n: Vec<&str> = v[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
+    let moto = Moto::start(&[
+        ("MOTO_ENABLE_AMI_VALIDATION", "true"),
+        ("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true"),
+        ("MOTO_ENABLE_KEYPAIR_VALIDATION", "true"),
+    ]);
+    let fleet = Fleet::up("awsc", 9, 40);
+    let net = moto.network("10.210.40.0/24");
+    for i in 0..9 {
+        fleet.host("kill", i); // not booted yet
+    }
+    let state = tempfile::tempdir().unwrap();
+    let deploy = || deploy_cmd(state.path(), &moto, "clusters", &fleet.key(), &net.subnet_a, true);
+
+    // Interrupted after the third instance: everything so far is tagged and recorded.
+    let (r, _) = interrupt_after(deploy(), 7); // key pair, 3 groups, 3 instances
+    assert_eq!(r.code, 130, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("agent deploy resumes, agent terminate clusters removes them"),
+        "{}",
+        r.stderr
+    );
+    let partial = moto.resources("clusters");
+    let launched = partial["instances"].as_array().unwrap().len();
+    assert!((3..9).contains(&launched), "{partial:#}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("agent/deployments/clusters.aws.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        record["resources"].as_array().unwrap().len(),
+        partial["count"].as_u64().unwrap() as usize,
+        "{record:#}"
+    );
+
+    // The next deploy resumes: it finds what exists, launches the rest, deploys over SSH.
+    let mut booted = BTreeSet::new();
+    let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let events = resource_events(&r.stdout);
+    let count = |action: &str, kind: &str| events.iter().filter(|(a, k, _)| a == action && k == kind).count();
+    assert_eq!(count("found", "instance"), launched, "{events:?}");
+    assert_eq!(count("created", "instance"), 9 - launched, "{events:?}");
+    assert_eq!(count("found", "security-group"), 3, "{events:?}");
+    assert_eq!(booted.len(), 9);
+
+    let all = moto.resources("clusters");
+    let instances = all["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 9, "{all:#}");
+    for i in instances {
+        let role = i["tags"]["agent:role"].as_str().unwrap();
+        let want = if role == "cluster1" { "m4.large" } else { "t2.large" };
+        assert_eq!(i["instance_type"], want, "{i:#}");
+        assert_eq!(i["image_id"], LATEST_NOBLE_AMD64);
+        assert_eq!(i["key_name"], "vockey");
+        assert!(
+            i["tags"]["Name"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("clusters-{role}-"))
+        );
+        assert!(
+            i["tags"]["agent:host-key"]
+                .as_str()
+                .unwrap()
+                .starts_with("ssh-ed25519 ")
+        );
+        assert!(i["user_data"].as_str().unwrap().starts_with("#cloud-config\n"));
+    }
+    assert_eq!(names(&all, "key_pairs"), ["vockey"]);
+    assert_eq!(
+        names(&all, "security_groups"),
+        ["clusters-cluster1", "clusters-cluster2", "clusters-lb"]
+    );
+    let sg = |name: &str| {
+        all["security_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let lb_group = sg("clusters-lb")["id"].as_str().unwrap().to_owned();
+    for name in ["clusters-cluster1", "clusters-cluster2"] {
+        let rules = sg(name)["ingress"].clone();
+        let ssh: Vec<_> = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["from_port"] == 22)
+            .collect();
+        assert_eq!(ssh.len(), 1, "{rules:#}");
+        assert_eq!(
+            ssh[0]["cidrs"],
+            serde_json::json!(["10.210.0.0/16"]),
+            "SSH only from the VPC: {rules:#}"
+        );
+        let http: Vec<_> = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["from_port"] == 80)
+            .collect();
+        assert_eq!(http.len(), 1, "{rules:#}");
+        assert_eq!(
+            http[0]["cidrs"],
+            serde_json::json!([]),
+            "port 80 not open to the world: {rules:#}"
+        );
+        assert_eq!(http[0]["source_groups"], serde_json::json!([lb_group]), "{rules:#}");
+    }
+    let lbs = all["load_balancers"].as_array().unwrap();
+    assert_eq!(lbs.len(), 1, "{all:#}");
+    assert_eq!(lbs[0]["scheme"], "internet-facing");
+    assert_eq!(
+        lbs[0]["subnets"].as_array().unwrap().len(),
+        2,
+        "two zones: {:#}",
+        lbs[0]
+    );
+    assert_eq!(names(&all, "target_groups"), ["clusters-cluster1", "clusters-cluster2"]);
+    for tg in all["target_groups"].as_array().unwrap() {
+        assert_eq!(tg["health_check_path"], "/health");
+        let want = if tg["name"] == "clusters-cluster1" { 5 } else { 4 };
+        assert_eq!(tg["targets"].as_array().unwrap().len(), want, "{tg:#}");
+    }
+    let listener = &all["listeners"][0];
+    assert_eq!(listener["port"], 80);
+    assert_eq!(listener["default_actions"][0]["type"], "fixed-response", "{listener:#}");
+    let mut rules: Vec<Vec<String>> = all["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_value(r["path_patterns"].clone()).unwrap())
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        [vec!["/cluster1", "/cluster1/*"], vec!["/cluster2", "/cluster2/*"]]
+    );
+
+    // The app runs on every instance, and says which one it is.
+    for (n, address) in fleet.addresses.iter().enumerate() {
+        let (status, body) = http_get(address, 80, "/cluster1");
+        assert_eq!(status, 200, "host {n}: {body}");
+    }
+    // Host keys: pinned before the first connection, labelled with the instance ids.
+    let known = std::fs::read_to_string(state.path().join("agent/deployments/clusters.known_hosts")).unwrap();
+    assert_eq!(known.lines().count(), 9, "{known}");
+    for i in instances {
+        assert!(known.contains(&format!(" {}\n", i["id"].as_str().unwrap())), "{known}");
+    }
+
+    // A second deploy creates nothing and changes nothing.
+    let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        resource_events(&r.stdout).iter().all(|(a, _, _)| a == "found"),
+        "{}",
+        r.stdout
+    );
+
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args(["status", "clusters"]);
+    let s = run(c);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(s.stdout.matches("  instance i-").count(), 9, "{}", s.stdout);
+    assert!(
+        s.stdout.contains("target group clusters-cluster1: 5/5 healthy"),
+        "{}",
+        s.stdout
+    );
+
+    // Terminate leaves nothing, forgets the host keys and the record; again: nothing to do.
+    let t = terminate(state.path(), &moto, "clusters");
+    assert_eq!(t.code, 0, "{}\n{}", t.stdout, t.stderr);
+    assert!(
+        t.stdout.contains("removed 19 resources of deployment clusters"),
+        "{}",
+        t.stdout
+    );
+    let left = moto.resources("clusters");
+    assert_eq!(left["count"], 0, "{left:#}");
+    assert!(!state.path().join("agent/deployments/clusters.known_hosts").exists());
+    assert!(!state.path().join("agent/deployments/clusters.aws.json").exists());
+    let t = terminate(state.path(), &moto, "clusters");
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    assert!(t.stdout.contains("nothing to remove"), "{}", t.stdout);
+}
+
+/// Interrupting a deploy after any provisioning step leaves only tagged, recorded resources,
+/// and terminate removes all of them. The inference spec has no load balancer; its workers
+/// accept their ports only from the orchestrator's group.
+#[test]
+fn interrupted_at_every_step_then_terminated_leaves_nothing() {
+    let moto = Moto::start(&[]);
+    let net = moto.network("10.210.41.0/24");
+    let state = tempfile::tempdir().unwrap();
+    let key = state.path().join("lab.pem");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let programs = programs_dir(state.path());
+    // 1 key pair + 2 groups + 5 instances.
+    for n in 1..=8 {
+        let mut c = deploy_cmd(state.path(), &moto, "inference", &key, &net.subnet_a, false);
+        c.arg("--programs").arg(&programs);
+        let (r, created) = interrupt_after(c, n);
+        assert!(created == n, "run {n}: {}\n{}", r.stdout, r.stderr);
+        // After the last instance the launch may finish before Ctrl-C lands, and the deploy
+        // then stops at the missing public address instead.
+        let stopped_later = n == 8 && r.code == 1 && r.stderr.contains("has no public DNS name");
+        assert!(r.code == 130 || stopped_later, "run {n}: {}\n{}", r.stdout, r.stderr);
+        let found = moto.resources("inference");
+        assert!(found["count"].as_u64().unwrap() >= n as u64, "{found:#}");
+        if n == 8 {
+            let groups = found["security_groups"].as_array().unwrap();
+            let orch = groups.iter().find(|g| g["name"] == "inference-orchestrator").unwrap();
+            let worker = groups.iter().find(|g| g["name"] == "inference-worker").unwrap();
+            let from_orch: Vec<_> = worker["ingress"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["source_groups"] == serde_json::json!([orch["id"]]))
+                .map(|r| r["from_port"].as_u64().unwrap())
+                .collect();
+            assert_eq!(from_orch, [5000, 5001], "{worker:#}");
+            assert!(
+                worker["ingress"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["from_port"] == 22 || r["cidrs"] == serde_json::json!([]))
+            );
+            let types: Vec<_> = found["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["instance_type"].as_str().unwrap())
+                .collect();
+            assert_eq!(types, ["t2.large"; 5]);
+        }
+        let t = terminate(state.path(), &moto, "inference");
+        assert_eq!(t.code, 0, "run {n}: {}\n{}", t.stdout, t.stderr);
+        let left = moto.resources("inference");
+        assert_eq!(left["count"], 0, "after interrupt {n}: {left:#}");
+    }
+}
+
+/// Prebuilt "programs" for the inference spec: any ELF binary passes agent's checks, and
+/// these runs never get as far as starting them.
+fn programs_dir(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("programs");
+    std::fs::create_dir_all(&p).unwrap();
+    for name in ["agent-orchestrator", "agent-worker", "agent-web"] {
+        std::fs::copy("/bin/true", p.join(name)).unwrap();
+    }
+    p
+}
+
+#[test]
+fn security_groups_are_deleted_once_aws_stops_seeing_a_dependency() {
+    let moto = Moto::start(&[]);
+    let net = moto.network("10.210.42.0/24");
+    let state = tempfile::tempdir().unwrap();
+    let key = state.path().join("lab.pem");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut c = deploy_cmd(state.path(), &moto, "inference", &key, &net.subnet_a, false);
+    c.arg("--programs").arg(programs_dir(state.path()));
+    let r = run(c);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("has no public DNS name: use --ssh-address private"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(moto.resources("inference")["count"], 8);
+
+    // AWS keeps answering DependencyViolation for a while after the instances are gone.
+    let proxy = FaultProxy::start(&moto.endpoint, 3);
+    let mut c = aws_agent(state.path(), &moto, Some(&proxy.endpoint));
+    c.args(["terminate", "inference"]);
+    let t = run(c);
+    assert_eq!(t.code, 0, "{}\n{}", t.stdout, t.stderr);
+    assert_eq!(proxy.log().lines().count(), 3, "{}", proxy.log());
+    assert_eq!(
+        t.stdout.matches("DependencyViolation (retrying in").count(),
+        3,
+        "{}",
+        t.stdout
+    );
+    assert_eq!(moto.resources("inference")["count"], 0);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_creates_nothing() {
+    let moto = Moto::start(&[
+        ("MOTO_ENABLE_AMI_VALIDATION", "true"),
+        ("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true"),
+    ]);
+    let net = moto.network("10.210.43.0/24");
+    let state = tempfile::tempdir().unwrap();
+    let key = state.path().join("lab.pem");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let spec = state.path().join("bogus.toml");
+    std::fs::write(
+        &spec,
+        "name = \"bogus\"\n[roles.web]\nprogram = \"web\"\ninstance_type = \"t3.bogus\"\nports = [80]\n",
+    )
+    .unwrap();
+    let programs = programs_dir(state.path());
+    let one_line = |r: &Run, want: &str| {
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(want), "want {want:?} in {}", r.stderr);
+    };
+    let attempt = |args: &[&str], spec: &str, key: &Path| {
+        let mut c = deploy_cmd(state.path(), &moto, spec, key, &net.subnet_a, false);
+        c.arg("--programs").arg(&programs).args(args);
+        run(c)
+    };
+
+    one_line(
+        &attempt(&["--ami", "ami-00000000000000000"], "clusters", &key),
+        "AMI ami-00000000000000000 does not exist in us-east-1",
+    );
+    one_line(
+        &attempt(&[], spec.to_str().unwrap(), &key),
+        "instance type \"t3.bogus\" (role web) is not offered in us-east-1",
+    );
+    one_line(
+        &attempt(&[], "clusters", &state.path().join("missing.pem")),
+        "missing.pem not found",
+    );
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args([
+        "deploy",
+        "clusters",
+        "--subnet",
+        "subnet-0000",
+        "--ssh-cidr",
+        "10.0.0.0/8",
+    ]);
+    c.arg("--key").arg(&key).arg("--programs").arg(&programs);
+    one_line(&run(c), "subnet subnet-0000 does not exist");
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args(["deploy", "clusters", "--ssh-cidr", "everyone"]);
+    c.arg("--key").arg(&key).arg("--programs").arg(&programs);
+    one_line(&run(c), "--ssh-cidr \"everyone\" is not an IPv4 CIDR");
+    assert_eq!(moto.resources("clusters")["count"], 0);
+    assert_eq!(moto.resources("bogus")["count"], 0);
+
+    // The lab session ended: AWS refuses the credentials.
+    let expired = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let mut c = aws_agent(state.path(), &expired, None);
+    c.args([
+        "deploy",
+        "clusters",
+        "--ssh-address",
+        "private",
+        "--ssh-cidr",
+        "10.0.0.0/8",
+    ]);
+    c.arg("--key").arg(&key).arg("--programs").arg(&programs);
+    let r = run(c);
+    one_line(&r, "AWS refused the credentials");
+    assert!(r.stderr.contains("AuthFailure"), "{}", r.stderr);
+    assert!(r.stderr.contains("~/.aws/credentials"), "{}", r.stderr);
+    let mut c = aws_agent(state.path(), &expired, None);
+    c.args(["terminate", "clusters"]);
+    one_line(&run(c), "AWS refused the credentials");
+}
