@@ -31,6 +31,10 @@ pub struct Role {
     pub count: u32,
     #[serde(default = "default_instance_type")]
     pub instance_type: String,
+    /// EC2 availability zone for this role's instances (e.g. us-east-1b) [default: the
+    /// zone of the deployment's subnet].
+    #[serde(default)]
+    pub zone: Option<String>,
     /// One process of the program per port.
     pub ports: Vec<u16>,
     /// Roles whose hosts may reach these ports; empty means the load balancer / anyone.

@@ -259,6 +259,11 @@ def cmd_delete_sg(a, ec2, _elb):
     return {"deleted": True}
 
 
+def cmd_untag(a, ec2, _elb):
+    ec2.delete_tags(Resources=[a.id], Tags=[{"Key": a.key}])
+    return {"untagged": a.id}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL"))
@@ -280,6 +285,10 @@ def main():
     s = sub.add_parser("delete-sg")
     s.add_argument("id")
     s.set_defaults(fn=cmd_delete_sg)
+    s = sub.add_parser("untag")
+    s.add_argument("id")
+    s.add_argument("--key", required=True)
+    s.set_defaults(fn=cmd_untag)
     a = p.parse_args()
     if a.cmd == "amis":
         ec2 = elb = None

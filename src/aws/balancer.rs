@@ -13,7 +13,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::launch::{Launched, Progress};
+use super::launch::{Launched, Progress, interrupted};
 use super::resource::{self, Kind, TAG_DEPLOYMENT};
 use super::{Aws, Call};
 use crate::event::{CloudEvent, ResourceAction};
@@ -109,9 +109,7 @@ pub async fn ensure(
     // One target group per routed role, with that role's instances registered.
     let mut target_groups = BTreeMap::new();
     for route in &b.routes {
-        if cancel.is_cancelled() {
-            bail!(super::launch::Interrupted);
-        }
+        interrupted(cancel)?;
         if target_groups.contains_key(&route.role) {
             continue;
         }
@@ -179,6 +177,7 @@ pub async fn ensure(
     }
 
     // The listener: anything no rule matches gets a fixed 404.
+    interrupted(cancel)?;
     let listeners = aws
         .elb
         .describe_listeners()
@@ -240,6 +239,7 @@ pub async fn ensure(
         .await
         .during(|| format!("list the rules of {listener_name}"))?;
     for (i, route) in b.routes.iter().enumerate() {
+        interrupted(cancel)?;
         let priority = (i + 1).to_string();
         let condition = RuleCondition::builder()
             .field("path-pattern")

@@ -121,6 +121,25 @@ pub async fn launch(
     let image = image(aws, s.ami.as_deref()).await?;
     check_instance_types(aws, &s.spec).await?;
     let (vpc, vpc_cidr, instance_subnet, subnets) = network(aws, s.subnet.as_deref()).await?;
+    let mut role_subnets = BTreeMap::new();
+    for (name, role) in &s.spec.roles {
+        let subnet = match &role.zone {
+            None => instance_subnet.clone(),
+            Some(zone) if s.subnet.is_some() && *zone != instance_subnet.zone => bail!(
+                "role {name} asks for zone {zone}, but --subnet {} is in {}: drop one of them",
+                instance_subnet.id,
+                instance_subnet.zone
+            ),
+            Some(zone) => subnets.iter().find(|sn| sn.zone == *zone).cloned().with_context(|| {
+                let zones: Vec<&str> = subnets.iter().map(|sn| sn.zone.as_str()).collect();
+                format!(
+                    "role {name}: {vpc} has no subnet in zone {zone} (zones: {})",
+                    zones.join(", ")
+                )
+            })?,
+        };
+        role_subnets.insert(name.clone(), subnet);
+    }
     let ssh_cidr = match (&s.ssh_cidr, s.private_ssh) {
         (Some(c), _) => c.clone(),
         (None, true) => vpc_cidr,
@@ -139,7 +158,7 @@ pub async fn launch(
     let plans = network::groups(&s.spec, &s.deployment, &ssh_cidr);
     let groups = security_groups(aws, &s.deployment, &vpc, &plans, progress, cancel).await?;
     interrupted(cancel)?;
-    let ids = instances(aws, s, &image, &instance_subnet, &groups, progress, cancel).await?;
+    let ids = instances(aws, s, &image, &role_subnets, &groups, progress, cancel).await?;
     let instances = wait_running(aws, &ids, s.timeout, progress, cancel).await?;
     Ok(Launched {
         vpc,
@@ -150,7 +169,9 @@ pub async fn launch(
     })
 }
 
-fn interrupted(cancel: &CancellationToken) -> anyhow::Result<()> {
+/// Between two creates: stop here if Ctrl-C came (an in-flight create is always finished
+/// and recorded first).
+pub fn interrupted(cancel: &CancellationToken) -> anyhow::Result<()> {
     if cancel.is_cancelled() {
         bail!(Interrupted);
     }
@@ -516,7 +537,7 @@ async fn instances(
     aws: &Aws,
     s: &LaunchSettings,
     image: &str,
-    subnet: &Subnet,
+    subnets: &BTreeMap<String, Subnet>,
     groups: &BTreeMap<String, String>,
     progress: &Progress<'_>,
     cancel: &CancellationToken,
@@ -556,7 +577,7 @@ async fn instances(
                 .key_name(&s.key_name)
                 .min_count(1)
                 .max_count(1)
-                .subnet_id(&subnet.id)
+                .subnet_id(&subnets[role_name].id)
                 .security_group_ids(&groups[role_name])
                 .user_data(aws_smithy_types::base64::encode(
                     key.user_data(&format!("{} {name}", s.deployment)),

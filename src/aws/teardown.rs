@@ -407,6 +407,30 @@ where
     }
 }
 
+/// Compares the host key cloud-init printed on the instance's console with the one agent
+/// generated and pinned.
+async fn console_check(aws: &Aws, id: &str, key: &russh::keys::PublicKey) -> anyhow::Result<&'static str> {
+    use crate::cloud_init::{ConsoleCheck, check_console};
+    let out = aws
+        .ec2
+        .get_console_output()
+        .instance_id(id)
+        .send()
+        .await
+        .during(|| format!("read the console of {id}"))?;
+    // The API returns the console base64-encoded.
+    let text = out
+        .output()
+        .and_then(|b| aws_smithy_types::base64::decode(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Ok(match check_console(&text, key) {
+        ConsoleCheck::Matches => "matches",
+        ConsoleCheck::NotPosted => "not posted",
+        ConsoleCheck::Differs => "differs",
+    })
+}
+
 /// What `agent status` shows.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -429,6 +453,8 @@ pub struct InstanceStatus {
     pub public_dns: Option<String>,
     /// SHA256 fingerprint of the host key agent generated for it.
     pub host_key: Option<String>,
+    /// What the console output says of that key: `matches`, `not posted` (yet), `differs`.
+    pub console: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -441,27 +467,29 @@ pub struct LbStatus {
 }
 
 pub async fn status(aws: &Aws, deployment: &str) -> anyhow::Result<Status> {
-    let instances = launch::existing(aws, deployment)
-        .await?
-        .iter()
-        .map(|i| {
-            let d = launch::describe(i);
-            InstanceStatus {
-                state: i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
-                instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
-                host_key: d.host_key.as_ref().map(crate::ssh::known_hosts::fingerprint),
-                id: d.id,
-                name: d.name,
-                role: d.role,
-                private_ip: d.private_ip,
-                public_dns: d.public_dns,
-            }
-        })
-        .collect();
+    let mut instances = Vec::new();
+    for i in launch::existing(aws, deployment).await? {
+        let d = launch::describe(&i);
+        let console = match &d.host_key {
+            Some(key) => Some(console_check(aws, &d.id, key).await?),
+            None => None,
+        };
+        instances.push(InstanceStatus {
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            host_key: d.host_key.as_ref().map(crate::ssh::known_hosts::fingerprint),
+            id: d.id,
+            name: d.name,
+            role: d.role,
+            private_ip: d.private_ip,
+            public_dns: d.public_dns,
+            console,
+        });
+    }
     let mut lbs = Vec::new();
     let tgs = target_groups(aws, deployment).await?;
     for lb in load_balancers(aws, deployment).await? {
