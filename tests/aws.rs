@@ -399,29 +399,29 @@ fn interrupted_at_every_step_then_terminated_leaves_nothing() {
     let moto = Moto::start(&[]);
     let net = moto.network("10.210.41.0/24");
     let state = tempfile::tempdir().unwrap();
-    let key = state.path().join("lab.pem");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let key = lab_key(state.path());
     let programs = programs_dir(state.path());
-    // 1 key pair + 2 groups + 5 instances.
-    for n in 1..=8 {
-        let mut c = deploy_cmd(state.path(), &moto, "inference", &key, &net.subnet_a, false);
+    // Interrupted right after its n-th creation, then terminated: nothing may be left. After
+    // the last creation the launch may finish before Ctrl-C lands; the deploy then stops at
+    // the missing public address instead. Returns what moto held before terminate.
+    let interrupt_then_terminate = |spec: &str, n: usize, last: usize| {
+        let mut c = deploy_cmd(state.path(), &moto, spec, &key, &net.subnet_a, false);
         c.arg("--programs").arg(&programs);
         let (r, created) = interrupt_after(c, n);
         assert!(created == n, "run {n}: {}\n{}", r.stdout, r.stderr);
-        // After the last instance the launch may finish before Ctrl-C lands, and the deploy
-        // then stops at the missing public address instead.
-        let stopped_later = n == 8 && r.code == 1 && r.stderr.contains("has no public DNS name");
+        let stopped_later = n == last && r.code == 1 && r.stderr.contains("has no public DNS name");
         assert!(r.code == 130 || stopped_later, "run {n}: {}\n{}", r.stdout, r.stderr);
-        let found = moto.resources("inference");
+        let found = moto.resources(spec);
         assert!(found["count"].as_u64().unwrap() >= n as u64, "{found:#}");
+        let t = terminate(state.path(), &moto, spec);
+        assert_eq!(t.code, 0, "run {n}: {}\n{}", t.stdout, t.stderr);
+        let left = moto.resources(spec);
+        assert_eq!(left["count"], 0, "after interrupt {n}: {left:#}");
+        found
+    };
+    // inference: 1 key pair + 2 groups + 5 instances.
+    for n in 1..=8 {
+        let found = interrupt_then_terminate("inference", n, 8);
         if n == 8 {
             let groups = found["security_groups"].as_array().unwrap();
             let orch = groups.iter().find(|g| g["name"] == "inference-orchestrator").unwrap();
@@ -449,26 +449,26 @@ fn interrupted_at_every_step_then_terminated_leaves_nothing() {
                 .collect();
             assert_eq!(types, ["t2.large"; 5]);
         }
-        let t = terminate(state.path(), &moto, "inference");
-        assert_eq!(t.code, 0, "run {n}: {}\n{}", t.stdout, t.stderr);
-        let left = moto.resources("inference");
-        assert_eq!(left["count"], 0, "after interrupt {n}: {left:#}");
     }
-
     // clusters: 1 key pair + 3 groups + 9 instances, then the load balancer, 2 target groups,
     // the listener and 2 rules (creations 14 to 19).
     for n in 14..=19 {
-        let mut c = deploy_cmd(state.path(), &moto, "clusters", &key, &net.subnet_a, false);
-        c.arg("--programs").arg(&programs);
-        let (r, created) = interrupt_after(c, n);
-        assert!(created == n, "run {n}: {}\n{}", r.stdout, r.stderr);
-        let stopped_later = n == 19 && r.code == 1 && r.stderr.contains("has no public DNS name");
-        assert!(r.code == 130 || stopped_later, "run {n}: {}\n{}", r.stdout, r.stderr);
-        let t = terminate(state.path(), &moto, "clusters");
-        assert_eq!(t.code, 0, "run {n}: {}\n{}", t.stdout, t.stderr);
-        let left = moto.resources("clusters");
-        assert_eq!(left["count"], 0, "after interrupt {n}: {left:#}");
+        interrupt_then_terminate("clusters", n, 19);
     }
+}
+
+/// A fresh operator key (`lab.pem`) in `dir`, for runs that never log in.
+fn lab_key(dir: &Path) -> std::path::PathBuf {
+    let key = dir.join("lab.pem");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen failed");
+    key
 }
 
 /// Prebuilt "programs" for the inference spec: any ELF binary passes agent's checks, and
@@ -487,16 +487,7 @@ fn security_groups_are_deleted_once_aws_stops_seeing_a_dependency() {
     let moto = Moto::start(&[]);
     let net = moto.network("10.210.42.0/24");
     let state = tempfile::tempdir().unwrap();
-    let key = state.path().join("lab.pem");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let key = lab_key(state.path());
     let mut c = deploy_cmd(state.path(), &moto, "inference", &key, &net.subnet_a, false);
     c.arg("--programs").arg(programs_dir(state.path()));
     let r = run(c);
@@ -532,16 +523,7 @@ fn bad_input_gets_one_line_and_creates_nothing() {
     ]);
     let net = moto.network("10.210.43.0/24");
     let state = tempfile::tempdir().unwrap();
-    let key = state.path().join("lab.pem");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let key = lab_key(state.path());
     let spec = state.path().join("bogus.toml");
     std::fs::write(
         &spec,
