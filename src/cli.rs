@@ -255,6 +255,16 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
+impl HostArgs {
+    fn ssh(&self) -> SshSettings {
+        SshSettings {
+            connect_timeout: self.connect_timeout,
+            wait: self.ssh_wait,
+            ..SshSettings::default()
+        }
+    }
+}
+
 impl Cli {
     /// Resolves arguments into settings, reading every input (inventory, keys) up front so
     /// bad input fails before any host is touched.
@@ -308,10 +318,8 @@ fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
             input: Vec::new(),
             parallel: usize::from(args.hosts.parallel),
             ssh: SshSettings {
-                connect_timeout: args.hosts.connect_timeout,
-                wait: args.hosts.ssh_wait,
                 pty: args.pty,
-                ..SshSettings::default()
+                ..args.hosts.ssh()
             },
             known_hosts,
         },
@@ -360,11 +368,7 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
             command: crate::step::upload(&[upload], args.timeout, args.sudo),
             input: vec![crate::session::Payload::File(src.clone())],
             parallel: usize::from(args.hosts.parallel),
-            ssh: SshSettings {
-                connect_timeout: args.hosts.connect_timeout,
-                wait: args.hosts.ssh_wait,
-                ..SshSettings::default()
-            },
+            ssh: args.hosts.ssh(),
             known_hosts,
         },
         output,
@@ -461,15 +465,13 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
         known_hosts,
         parallel: usize::from(args.hosts.parallel),
         ssh: SshSettings {
-            connect_timeout: args.hosts.connect_timeout,
             // Fresh instances take a minute or two to boot and start sshd.
             wait: args.hosts.ssh_wait.max(Duration::from_secs(180)),
-            ..SshSettings::default()
+            ..args.hosts.ssh()
         },
-        programs: match args.programs {
-            Some(dir) => ProgramSource::Dir(dir),
-            None => ProgramSource::default_build(),
-        },
+        programs: args
+            .programs
+            .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
         health_timeout: args.health_timeout,
         output,
     })
@@ -511,13 +513,7 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
         .as_ref()
         .and_then(|b| {
             let lb = chosen.iter().find(|t| t.host.role.as_deref() == Some(&b.role))?;
-            let routes: Vec<String> = b.routes.iter().map(|r| format!("{} → {}", r.path, r.role)).collect();
-            Some(format!(
-                "load balancer: http://{}:{}/ ({}; anything else 404)",
-                lb.host.address,
-                b.port,
-                routes.join(", ")
-            ))
+            Some(b.footer(&format!("{}:{}", lb.host.address, b.port)))
         })
         .into_iter()
         .collect();
@@ -531,16 +527,11 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
         plan,
         targets: chosen,
         parallel: usize::from(args.hosts.parallel),
-        ssh: SshSettings {
-            connect_timeout: args.hosts.connect_timeout,
-            wait: args.hosts.ssh_wait,
-            ..SshSettings::default()
-        },
+        ssh: args.hosts.ssh(),
         known_hosts,
-        programs: match args.programs {
-            Some(dir) => ProgramSource::Dir(dir),
-            None => ProgramSource::default_build(),
-        },
+        programs: args
+            .programs
+            .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
         health_timeout: args.health_timeout,
         output,
         footer,

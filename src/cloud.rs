@@ -74,18 +74,9 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     let footer = alb
         .as_ref()
         .zip(spec.balancer.as_ref())
-        .map(|(alb, b)| {
-            let routes: Vec<String> = b.routes.iter().map(|r| format!("{} → {}", r.path, r.role)).collect();
-            format!(
-                "load balancer: http://{}{}/ ({}; anything else 404)",
-                alb.dns,
-                if alb.port == 80 {
-                    String::new()
-                } else {
-                    format!(":{}", alb.port)
-                },
-                routes.join(", ")
-            )
+        .map(|(alb, b)| match alb.port {
+            80 => b.footer(&alb.dns),
+            port => b.footer(&format!("{}:{port}", alb.dns)),
         })
         .into_iter()
         .collect();
@@ -102,7 +93,7 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         output: s.output,
         footer,
     };
-    let code = crate::deploy_hosts(settings, programs, cancel.clone()).await?;
+    let code = crate::deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
     let Some(alb) = alb.filter(|_| code == 0) else {
         return Ok(code);
     };

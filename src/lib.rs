@@ -77,7 +77,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
         }
         Settings::Deploy(s) => {
             let programs = artifact::programs(&program_names(&s.plan), &s.programs)?;
-            deploy_hosts(*s, programs, cancel).await
+            let record = std::sync::Arc::new(record::RecordStore::open(
+                &s.record,
+                &s.plan.deployment,
+                s.known_hosts.path(),
+            )?);
+            deploy_hosts(*s, programs, record, cancel).await
         }
         Settings::CloudDeploy(s) => cloud::deploy(*s, cancel).await,
         Settings::Terminate {
@@ -127,18 +132,15 @@ fn program_names(plan: &plan::Plan) -> Vec<&'static str> {
     names
 }
 
-/// Deploys onto resolved hosts. The programs are built (local work first: a program that
-/// does not build, or a record that cannot be written, stops before any host is touched).
+/// Deploys onto resolved hosts. The caller has built the programs and opened the record
+/// (local work first: a program that does not build, or a record that cannot be written,
+/// stops before any host is touched).
 pub(crate) async fn deploy_hosts(
     s: settings::DeploySettings,
     programs: std::collections::BTreeMap<String, artifact::Blob>,
+    record: std::sync::Arc<record::RecordStore>,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let record = std::sync::Arc::new(record::RecordStore::open(
-        &s.record,
-        &s.plan.deployment,
-        s.known_hosts.path(),
-    )?);
     let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
     let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
         .per_host_lines()

@@ -58,6 +58,18 @@ pub struct Balancer {
     pub routes: Vec<Route>,
 }
 
+impl Balancer {
+    /// The line telling the operator where the balancer answers, at `authority` (host or
+    /// host:port): `load balancer: http://A/ (/cluster1 → cluster1, …; anything else 404)`.
+    pub fn footer(&self, authority: &str) -> String {
+        let routes: Vec<String> = self.routes.iter().map(|r| format!("{} → {}", r.path, r.role)).collect();
+        format!(
+            "load balancer: http://{authority}/ ({}; anything else 404)",
+            routes.join(", ")
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {

@@ -186,12 +186,7 @@ fn a_host_lost_mid_deploy_fails_alone_and_the_rerun_converges() {
     let state = tempfile::tempdir().unwrap();
     // Something squats dk-1's port 80 and never answers, so its health check keeps trying:
     // the host is mid-deploy, deterministically, when its sshd and every process on it die.
-    let mut squatter = std::process::Command::new("ip")
-        .args(["netns", "exec", "dk-1", "perl", "-MIO::Socket::INET", "-e"])
-        .arg("my $s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die $!; sleep 120")
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut squatter = squat_port_80("dk-1");
     let mut c = agent(state.path());
     c.args(["deploy", "clusters", "-i"]).arg(fleet.inventory());
     c.args(["--json", "--no-logs"]).stdout(Stdio::piped());
@@ -344,12 +339,7 @@ fn a_failed_health_check_shows_the_service_log() {
     let fleet = Fleet::with_roles("dh", 3, 33, "cluster1:1,cluster2:1,lb:1");
     let state = tempfile::tempdir().unwrap();
     // Port 80 of dh-0 is taken, so agent-web cannot bind it.
-    let mut squatter = std::process::Command::new("ip")
-        .args(["netns", "exec", "dh-0", "perl", "-MIO::Socket::INET", "-e"])
-        .arg("my $s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die $!; sleep 120")
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut squatter = squat_port_80("dh-0");
     let mut c = agent(state.path());
     c.args(["deploy", "clusters", "-i"]).arg(fleet.inventory());
     c.args(["--no-logs", "--health-timeout", "3s"]);
@@ -372,4 +362,15 @@ fn a_failed_health_check_shows_the_service_log() {
         "{out}"
     );
     assert!(out.contains("3 hosts: 2 ok, 1 failed, 0 unreachable"), "{out}");
+}
+
+/// Something in netns `host` that takes port 80 and never answers (for 120 s).
+fn squat_port_80(host: &str) -> std::process::Child {
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", host, "perl", "-MIO::Socket::INET", "-e"])
+        .arg("my $s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die $!; sleep 120")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch::{Launched, Progress, interrupted};
 use super::resource::{self, Kind, TAG_DEPLOYMENT};
-use super::{Aws, Call};
+use super::{Aws, AwsError, Call};
 use crate::event::{CloudEvent, ResourceAction};
 use crate::spec::Spec;
 
@@ -298,22 +298,77 @@ pub async fn ensure(
 
 /// Refuses to adopt an ELB resource that carries another deployment's tag (or none).
 async fn check_ours(aws: &Aws, deployment: &str, arn: &str, name: &str) -> anyhow::Result<()> {
-    let out = aws
-        .elb
-        .describe_tags()
-        .resource_arns(arn)
-        .send()
-        .await
-        .during(|| format!("read the tags of {name}"))?;
-    let mine = out
-        .tag_descriptions()
-        .iter()
-        .flat_map(|d| d.tags())
-        .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(deployment));
-    if !mine {
+    if owned(aws, deployment, vec![(arn.to_owned(), name.to_owned())])
+        .await?
+        .is_empty()
+    {
         bail!("{name} exists but is not agent's deployment {deployment}: remove it or deploy under another --name");
     }
     Ok(())
+}
+
+/// Of the ELB resources (load balancers, target groups) given as (arn, name), those carrying
+/// the deployment's tag.
+pub async fn owned(
+    aws: &Aws,
+    deployment: &str,
+    arns: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, AwsError> {
+    let mut mine = Vec::new();
+    for chunk in arns.chunks(20) {
+        let out = aws
+            .elb
+            .describe_tags()
+            .set_resource_arns(Some(chunk.iter().map(|(a, _)| a.clone()).collect()))
+            .send()
+            .await
+            .during(|| "read load balancer tags".into())?;
+        for d in out.tag_descriptions() {
+            let ours = d
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(deployment));
+            if ours && let Some(found) = chunk.iter().find(|(a, _)| Some(a.as_str()) == d.resource_arn()) {
+                mine.push(found.clone());
+            }
+        }
+    }
+    Ok(mine)
+}
+
+/// A target group's health: healthy and total targets, and a line for each unhealthy one.
+pub struct TargetHealth {
+    pub healthy: usize,
+    pub total: usize,
+    pub unhealthy: Vec<String>,
+}
+
+pub async fn target_health(aws: &Aws, arn: &str, label: &str) -> Result<TargetHealth, AwsError> {
+    let out = aws
+        .elb
+        .describe_target_health()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .during(|| format!("check the health of the {label} targets"))?;
+    let all = out.target_health_descriptions();
+    let mut unhealthy = Vec::new();
+    for t in all {
+        let state = t.target_health().and_then(|h| h.state());
+        if state != Some(&TargetHealthStateEnum::Healthy) {
+            let id = t.target().and_then(|t| t.id()).unwrap_or("?");
+            let why = t.target_health().and_then(|h| h.description()).unwrap_or("");
+            unhealthy.push(format!(
+                "{label} {id} {} {why}",
+                state.map(|s| s.as_str()).unwrap_or("?")
+            ));
+        }
+    }
+    Ok(TargetHealth {
+        healthy: all.len() - unhealthy.len(),
+        total: all.len(),
+        unhealthy,
+    })
 }
 
 /// Waits until the load balancer is active and every target healthy; bounded by `timeout`.
@@ -344,27 +399,10 @@ pub async fn wait_healthy(
         let (mut healthy, mut total) = (0, 0);
         unhealthy.borrow_mut().clear();
         for (role, arn) in &alb.target_groups {
-            let out = aws
-                .elb
-                .describe_target_health()
-                .target_group_arn(arn)
-                .send()
-                .await
-                .during(|| format!("check the health of the {role} targets"))?;
-            for t in out.target_health_descriptions() {
-                total += 1;
-                let state = t.target_health().and_then(|h| h.state());
-                if state == Some(&TargetHealthStateEnum::Healthy) {
-                    healthy += 1;
-                } else {
-                    let id = t.target().and_then(|t| t.id()).unwrap_or("?");
-                    let why = t.target_health().and_then(|h| h.description()).unwrap_or("");
-                    unhealthy.borrow_mut().push(format!(
-                        "{role} {id} {} {why}",
-                        state.map(|s| s.as_str()).unwrap_or("?")
-                    ));
-                }
-            }
+            let h = target_health(aws, arn, role).await?;
+            healthy += h.healthy;
+            total += h.total;
+            unhealthy.borrow_mut().extend(h.unhealthy);
         }
         if (healthy, total) != last.get() {
             last.set((healthy, total));

@@ -10,37 +10,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::launch::{self, Interrupted, Progress};
-use super::resource::{Kind, TAG_DEPLOYMENT, deployment_filter, tag};
-use super::{Aws, AwsError, Call};
+use super::resource::{Kind, deployment_filter, tag};
+use super::{Aws, AwsError, Call, balancer};
 use crate::event::{CloudEvent, ResourceAction};
-
-/// ELB resources (load balancers or target groups) carrying the deployment's tag, as (arn, name).
-async fn tagged_elb(
-    aws: &Aws,
-    deployment: &str,
-    arns: Vec<(String, String)>,
-) -> Result<Vec<(String, String)>, AwsError> {
-    let mut mine = Vec::new();
-    for chunk in arns.chunks(20) {
-        let out = aws
-            .elb
-            .describe_tags()
-            .set_resource_arns(Some(chunk.iter().map(|(a, _)| a.clone()).collect()))
-            .send()
-            .await
-            .during(|| "read load balancer tags".into())?;
-        for d in out.tag_descriptions() {
-            let ours = d
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some(TAG_DEPLOYMENT) && t.value() == Some(deployment));
-            if ours && let Some(found) = chunk.iter().find(|(a, _)| Some(a.as_str()) == d.resource_arn()) {
-                mine.push(found.clone());
-            }
-        }
-    }
-    Ok(mine)
-}
 
 pub async fn load_balancers(
     aws: &Aws,
@@ -65,7 +37,7 @@ pub async fn load_balancers(
             )
         })
         .collect();
-    let mine = tagged_elb(aws, deployment, arns).await?;
+    let mine = balancer::owned(aws, deployment, arns).await?;
     Ok(all
         .into_iter()
         .filter(|l| mine.iter().any(|(a, _)| Some(a.as_str()) == l.load_balancer_arn()))
@@ -83,7 +55,7 @@ pub async fn target_groups(aws: &Aws, deployment: &str) -> Result<Vec<(String, S
             ));
         }
     }
-    tagged_elb(aws, deployment, arns).await
+    balancer::owned(aws, deployment, arns).await
 }
 
 pub async fn security_groups(aws: &Aws, deployment: &str) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
@@ -490,25 +462,13 @@ pub async fn status(aws: &Aws, deployment: &str) -> anyhow::Result<Status> {
             console,
         });
     }
+    let mut groups = Vec::new();
+    for (arn, name) in target_groups(aws, deployment).await? {
+        let h = balancer::target_health(aws, &arn, &name).await?;
+        groups.push((name, h.healthy, h.total));
+    }
     let mut lbs = Vec::new();
-    let tgs = target_groups(aws, deployment).await?;
     for lb in load_balancers(aws, deployment).await? {
-        let mut groups = Vec::new();
-        for (arn, name) in &tgs {
-            let out = aws
-                .elb
-                .describe_target_health()
-                .target_group_arn(arn)
-                .send()
-                .await
-                .during(|| format!("check {name}"))?;
-            let all = out.target_health_descriptions();
-            let healthy = all
-                .iter()
-                .filter(|t| t.target_health().and_then(|h| h.state()).map(|s| s.as_str()) == Some("healthy"))
-                .count();
-            groups.push((name.clone(), healthy, all.len()));
-        }
         lbs.push(LbStatus {
             name: lb.load_balancer_name().unwrap_or_default().to_owned(),
             dns: lb.dns_name().unwrap_or_default().to_owned(),
@@ -517,7 +477,7 @@ pub async fn status(aws: &Aws, deployment: &str) -> anyhow::Result<Status> {
                 .and_then(|s| s.code())
                 .map(|c| c.as_str().to_owned())
                 .unwrap_or_default(),
-            target_groups: groups,
+            target_groups: groups.clone(),
         });
     }
     Ok(Status {

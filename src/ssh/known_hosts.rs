@@ -2,7 +2,7 @@
 //! `~/.ssh/known_hosts`. Trust on first use is reported; a changed key is refused.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -63,7 +63,7 @@ impl KnownHosts {
             path: self.path.clone(),
             source,
         };
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         let repin = state.repin.remove(pattern);
         if state.entries.is_none() {
             let text = match std::fs::read_to_string(&self.path) {
@@ -72,49 +72,35 @@ impl KnownHosts {
             };
             state.entries = Some(parse(&text));
         }
-        let entries = state.entries.as_mut().expect("loaded above");
+        let entries = state.entries.as_ref().expect("loaded above");
         if !repin && let Some(v) = judge(entries, pattern, key) {
             return Ok(v);
         }
-        // Pinning: under the file lock, re-read the file so a key another agent process pinned
-        // meanwhile is judged, not overwritten.
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
-        file.lock().map_err(err)?;
-        let text = std::fs::read_to_string(&self.path).map_err(err)?;
-        *entries = parse(&text);
-        let line = entry(pattern, key).map_err(err)?;
-        let fingerprint = fingerprint(key);
-        if repin {
-            let kept: String = text
-                .lines()
-                .filter(|l| parse_line(l).is_none_or(|(hosts, _)| !hosts.contains(&pattern)))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let replaced = kept.len() != text.len();
-            rewrite(&self.path, &(kept + &line)).map_err(err)?;
-            entries.retain(|(p, _)| p != pattern);
-            entries.push((pattern.to_owned(), key.clone()));
-            return Ok(Verdict::Pinned { fingerprint, replaced });
-        }
-        if let Some(v) = judge(entries, pattern, key) {
-            return Ok(v);
-        }
-        let mut file = &file;
-        file.write_all(line.as_bytes()).map_err(err)?;
-        file.sync_data().map_err(err)?;
-        entries.push((pattern.to_owned(), key.clone()));
-        Ok(Verdict::Pinned {
-            fingerprint,
-            replaced: false,
-        })
+        // Pinning: under the lock, judge the file as it is now, so a key another agent
+        // process pinned meanwhile is judged, not overwritten.
+        let mut verdict = Verdict::Known;
+        self.edit(&mut state, |text| {
+            let line = entry(pattern, key)?;
+            let fingerprint = fingerprint(key);
+            if repin {
+                let kept = without(text, |hosts| hosts.contains(&pattern));
+                verdict = Verdict::Pinned {
+                    fingerprint,
+                    replaced: kept.lines().count() != text.lines().count(),
+                };
+                return Ok(kept + &line);
+            }
+            if let Some(v) = judge(&parse(text), pattern, key) {
+                verdict = v;
+                return Ok(text.to_owned());
+            }
+            verdict = Verdict::Pinned {
+                fingerprint,
+                replaced: false,
+            };
+            Ok(without(text, |_| false) + &line)
+        })?;
+        Ok(verdict)
     }
 }
 
@@ -124,14 +110,9 @@ impl KnownHosts {
     /// and the label (the instance id) is the line's comment, so [`KnownHosts::forget`] can
     /// drop it when the instance is gone.
     pub fn pin(&self, keys: &[(String, PublicKey, String)]) -> Result<(), StoreError> {
-        self.edit(|text| {
-            let mut kept: String = text
-                .lines()
-                .filter(|l| {
-                    parse_line(l).is_none_or(|(hosts, _)| !keys.iter().any(|(p, _, _)| hosts.contains(&p.as_str())))
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
+        let mut state = self.lock();
+        self.edit(&mut state, |text| {
+            let mut kept = without(text, |hosts| keys.iter().any(|(p, _, _)| hosts.contains(&p.as_str())));
             for (pattern, key, label) in keys {
                 let line = entry(pattern, key)?;
                 kept.push_str(&format!("{} {label}\n", line.trim_end()));
@@ -143,7 +124,8 @@ impl KnownHosts {
     /// Drops every line whose comment is one of `labels`; returns how many went.
     pub fn forget(&self, labels: &[String]) -> Result<usize, StoreError> {
         let mut gone = 0;
-        self.edit(|text| {
+        let mut state = self.lock();
+        self.edit(&mut state, |text| {
             let kept: String = text
                 .lines()
                 .filter(|l| {
@@ -159,29 +141,34 @@ impl KnownHosts {
         Ok(gone)
     }
 
-    /// Rewrites the file under its lock; the cached entries are re-read at the next check.
-    fn edit(&self, change: impl FnOnce(&str) -> std::io::Result<String>) -> Result<(), StoreError> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every change to the file: under a lock on its folder (the file itself is replaced by a
+    /// rename, so a lock on it would not exclude the next writer), read it as it is now, write
+    /// `change`'s result atomically, and cache its entries.
+    fn edit(&self, state: &mut State, change: impl FnOnce(&str) -> std::io::Result<String>) -> Result<(), StoreError> {
         let err = |source| StoreError {
             path: self.path.clone(),
             source,
         };
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
-        file.lock().map_err(err)?;
-        let text = std::fs::read_to_string(&self.path).map_err(err)?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let lock = File::open(dir).map_err(err)?;
+        lock.lock().map_err(err)?;
+        let text = match std::fs::read_to_string(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            r => r.map_err(err)?,
+        };
         let new = change(&text).map_err(err)?;
         if new != text {
             rewrite(&self.path, &new).map_err(err)?;
         }
-        state.entries = None;
+        state.entries = Some(parse(&new));
         Ok(())
     }
 }
@@ -222,6 +209,14 @@ fn parse_line(line: &str) -> Option<(Vec<&str>, PublicKey)> {
     let (hosts, key) = line.split_once(char::is_whitespace)?;
     let key = PublicKey::from_openssh(key.trim()).ok()?;
     Some((hosts.split(',').collect(), key))
+}
+
+/// The file's lines, each ending in a newline, without those whose host list `drop` matches.
+fn without(text: &str, drop: impl Fn(&[&str]) -> bool) -> String {
+    text.lines()
+        .filter(|l| parse_line(l).is_none_or(|(hosts, _)| !drop(&hosts)))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// One known_hosts line, without the key's comment.
