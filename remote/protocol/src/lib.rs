@@ -1,6 +1,8 @@
 //! What `agent` and the programs it deploys (`remote/`) agree on. Small on purpose: both
 //! sides depend on it, so a change here is a change of the wire contract.
 
+use serde::{Deserialize, Serialize};
+
 /// Every remote program answers 200 here once it serves; `agent deploy` polls it.
 pub const HEALTH_PATH: &str = "/health";
 
@@ -17,6 +19,94 @@ pub fn responder(body: &str) -> Option<&str> {
         .filter(|id| !id.is_empty() && !id.contains(char::is_whitespace))
 }
 
+/// The worker classifies a text: `POST` with an empty body (it makes up 50 characters from
+/// a–z and space, as the course lab's worker did) or a [`RunModel`] body.
+pub const RUN_MODEL_PATH: &str = "/run_model";
+/// The orchestrator queues a request for the next free worker: the body goes to the worker
+/// unchanged; the answer is a [`Served`].
+pub const NEW_REQUEST_PATH: &str = "/new_request";
+/// The orchestrator's [`Status`].
+pub const STATUS_PATH: &str = "/status";
+/// The largest request body either program reads; larger gets 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A `POST /run_model` body that names the text to classify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunModel {
+    pub text: String,
+}
+
+/// The worker's answer, in the course lab's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub input_text: String,
+    /// Softmax over the two labels; sums to 1.
+    pub probabilities: Vec<f64>,
+}
+
+/// The orchestrator's answer: the worker's, with who served it and where the time went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    #[serde(flatten)]
+    pub result: Classification,
+    /// The worker process, as `address:port`.
+    pub worker: String,
+    /// From arrival at the orchestrator to dispatch.
+    pub queued_ms: f64,
+    /// From dispatch to the worker's answer (retries included).
+    pub inference_ms: f64,
+}
+
+/// Every 4xx/5xx answer of both programs: one line saying what was wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub error: String,
+}
+
+/// `GET /status` on the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub workers: Vec<WorkerStatus>,
+    /// Requests waiting for a free worker now, and the most that may wait.
+    pub queued: usize,
+    pub queue_limit: usize,
+    /// Answered with a worker's result.
+    pub served: u64,
+    /// Answered with an error after the worker failed (and the retry too).
+    pub failed: u64,
+    /// Turned away with 503: the queue was full, or no worker freed up in time.
+    pub rejected: u64,
+    /// Time from arrival to answer of served requests, in milliseconds.
+    pub latency_ms: Percentiles,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// `address:port`.
+    pub worker: String,
+    pub state: WorkerState,
+    pub in_flight: usize,
+    pub served: u64,
+    pub failures: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    Free,
+    Busy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +118,25 @@ mod tests {
         assert_eq!(responder(&body), Some("i-0123456789abcdef0"));
         assert_eq!(responder("Instance  is responding now!"), None);
         assert_eq!(responder("<html>502</html>"), None);
+    }
+
+    #[test]
+    fn served_is_the_workers_answer_plus_timing() {
+        let served = Served {
+            result: Classification {
+                input_text: "abc".into(),
+                probabilities: vec![0.25, 0.75],
+            },
+            worker: "10.0.0.5:5001".into(),
+            queued_ms: 1.5,
+            inference_ms: 30.0,
+        };
+        let json = serde_json::to_value(&served).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"input_text": "abc", "probabilities": [0.25, 0.75],
+                "worker": "10.0.0.5:5001", "queued_ms": 1.5, "inference_ms": 30.0})
+        );
+        assert!(serde_json::from_str::<RunModel>(r#"{"text": "x", "extra": 1}"#).is_err());
     }
 }
