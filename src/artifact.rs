@@ -75,6 +75,17 @@ pub fn programs(names: &[&str], source: &ProgramSource) -> anyhow::Result<BTreeM
     Ok(out)
 }
 
+/// Reads the operator's files a plan uploads (a model folder's), keyed by their path.
+pub fn local_files(paths: &[&str]) -> anyhow::Result<BTreeMap<String, Blob>> {
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {p}"))?;
+            Ok((p.to_string(), Blob::new(bytes)))
+        })
+        .collect()
+}
+
 /// `cargo build --release --target x86_64-unknown-linux-gnu -p NAME...`, reading where each
 /// executable landed from cargo's JSON messages (CARGO_TARGET_DIR and the like included).
 fn build(names: &[&str], workspace: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {

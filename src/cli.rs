@@ -61,6 +61,45 @@ enum Command {
     Terminate(TerminateArgs),
     /// List an EC2 deployment's resources and their health.
     Status(StatusArgs),
+    /// Measure a deployment as the course's benchmark did.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Send N requests, C at a time, to the inference deployment's orchestrator
+    /// (POST /new_request); print throughput, latency percentiles, requests per worker
+    /// process and errors.
+    ///
+    /// Exit status: 0 every request answered, 2 some failed, 130 interrupted, 1 bad input.
+    Inference(BenchInferenceArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchInferenceArgs {
+    /// The orchestrator's base URL (e.g. http://203.0.113.7).
+    #[arg(long, value_name = "URL", conflicts_with = "inventory")]
+    url: Option<String>,
+    /// Or the inventory the deployment runs on: its orchestrator host, port 80.
+    #[arg(short = 'i', long, value_name = "FILE", env = "AGENT_INVENTORY")]
+    inventory: Option<PathBuf>,
+    /// Requests in flight at once (the course lab used 5 to 15).
+    #[arg(short = 'c', long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    concurrency: u16,
+    /// Requests in all.
+    #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    requests: u32,
+    /// Classify this text [default: an empty body: each worker makes up 50 random characters,
+    /// as in the lab].
+    #[arg(long)]
+    text: Option<String>,
+    /// Per request, time in the orchestrator's queue included.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +268,11 @@ struct DeployArgs {
     /// building them with cargo in agent's source tree.
     #[arg(long, value_name = "DIR")]
     programs: Option<PathBuf>,
+    /// The workers' DistilBERT model: a local Hugging Face folder (config.json,
+    /// tokenizer.json, model.safetensors; uploaded) or a base URL each worker host downloads
+    /// those files from once [default: distilbert-base-uncased from huggingface.co].
+    #[arg(long, value_name = "DIR|URL")]
+    model: Option<String>,
     /// How long each health check may take to pass once the services started.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     health_timeout: Duration,
@@ -289,6 +333,9 @@ impl Cli {
                 region: args.region,
                 json: args.json,
             }),
+            Command::Bench(BenchCommand::Inference(args)) => {
+                Ok(Settings::BenchInference(resolve_bench_inference(args)?))
+            }
             Command::Plan(args) => {
                 let spec = Spec::load(&args.spec)?;
                 let hosts = inventory::load(&args.inventory)?;
@@ -409,6 +456,7 @@ fn cloud_known_hosts(deployment: &str) -> PathBuf {
 
 fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings> {
     let spec = Spec::load(&args.spec)?;
+    let model = resolve_model(&spec, args.model.as_deref())?;
     let c = &args.cloud;
     let deployment = check_deployment_name(c.name.as_deref().unwrap_or(&spec.name))?;
     if !args.hosts.roles.is_empty() {
@@ -472,9 +520,84 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
         programs: args
             .programs
             .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
+        model,
         health_timeout: args.health_timeout,
         output,
     })
+}
+
+fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<crate::bench::InferenceBench> {
+    let url = match (args.url, &args.inventory) {
+        (Some(url), _) => {
+            if !url.starts_with("http://") {
+                bail!("--url {url:?}: give the orchestrator as http://HOST[:PORT]");
+            }
+            url
+        }
+        (None, Some(inventory)) => {
+            let spec = Spec::load("inference")?;
+            let (role, port) = spec
+                .roles
+                .iter()
+                .find(|(_, r)| r.program == crate::spec::Program::Orchestrator)
+                .map(|(name, r)| (name.clone(), r.ports[0]))
+                .expect("the inference spec has an orchestrator");
+            let hosts = inventory::load(inventory)?;
+            let Some(h) = hosts.iter().find(|h| h.role.as_deref() == Some(role.as_str())) else {
+                bail!("{}: no host has role {role:?}; pass --url instead", inventory.display());
+            };
+            format!("http://{}:{port}", h.address)
+        }
+        (None, None) => bail!("which orchestrator? pass --url http://HOST or -i INVENTORY"),
+    };
+    Ok(crate::bench::InferenceBench {
+        url,
+        concurrency: usize::from(args.concurrency),
+        requests: args.requests as usize,
+        text: args.text,
+        timeout: args.timeout,
+        json: args.json,
+    })
+}
+
+/// `--model`: a URL the workers fetch from, or a local model folder whose files are uploaded.
+fn resolve_model(spec: &Spec, arg: Option<&str>) -> anyhow::Result<plan::ModelSource> {
+    let Some(arg) = arg else {
+        return Ok(plan::ModelSource::default());
+    };
+    if !spec.roles.values().any(|r| r.program == crate::spec::Program::Worker) {
+        bail!("--model: spec {} runs no worker; drop --model", spec.name);
+    }
+    if arg.starts_with("http://") || arg.starts_with("https://") {
+        return Ok(plan::ModelSource::Fetch(arg.trim_end_matches('/').to_owned()));
+    }
+    let dir = std::fs::canonicalize(arg).with_context(|| {
+        format!("--model {arg}: no such folder (give a Hugging Face model folder or an https:// URL)")
+    })?;
+    let mut files = Vec::new();
+    for f in plan::MODEL_FILES {
+        let path = dir.join(f);
+        if !path.is_file() {
+            bail!(
+                "--model {arg}: {f} is missing; a model folder needs {}",
+                plan::MODEL_FILES.join(", ")
+            );
+        }
+        files.push(path);
+    }
+    let head = dir.join(plan::MODEL_HEAD_FILE);
+    if head.is_file() {
+        files.push(head);
+    }
+    files
+        .into_iter()
+        .map(|p| {
+            p.into_os_string()
+                .into_string()
+                .map_err(|p| anyhow::anyhow!("--model: {} is not UTF-8", p.to_string_lossy()))
+        })
+        .collect::<anyhow::Result<_>>()
+        .map(plan::ModelSource::Upload)
 }
 
 fn check_cidr(cidr: &str) -> anyhow::Result<()> {
@@ -494,7 +617,8 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
     };
     // The plan covers the whole inventory (a balancer lists every server); --host and
     // --role only narrow which hosts are acted on.
-    let plan = plan::build(&spec, &inventory::load(inventory)?)?;
+    let model = resolve_model(&spec, args.model.as_deref())?;
+    let plan = plan::build_with(&spec, &inventory::load(inventory)?, &model)?;
     let (targets, known_hosts) = resolve_targets(&args.hosts)?;
     let mut hosts = Vec::new();
     let mut chosen = Vec::new();

@@ -32,7 +32,12 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     let mut names: Vec<&str> = spec.roles.values().map(|r| plan::binary(r.program)).collect();
     names.sort();
     names.dedup();
-    let programs = artifact::programs(&names, &s.programs)?;
+    let mut programs = artifact::programs(&names, &s.programs)?;
+    if let plan::ModelSource::Upload(paths) = &s.model {
+        programs.extend(artifact::local_files(
+            &paths.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?);
+    }
     let aws = Aws::connect(s.region.as_deref()).await?;
     let record = Arc::new(RecordStore::open(&s.record, &deployment, &s.known_hosts)?);
 
@@ -59,7 +64,8 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     };
 
     let (targets, known_hosts) = hosts(&s, &launched)?;
-    let plan = plan::build(&on_hosts, &targets.iter().map(|t| t.host.clone()).collect::<Vec<_>>())?;
+    let hosts_planned: Vec<_> = targets.iter().map(|t| t.host.clone()).collect();
+    let plan = plan::build_with(&on_hosts, &hosts_planned, &s.model)?;
     let targets = plan
         .hosts
         .iter()
@@ -154,6 +160,7 @@ fn hosts(s: &CloudDeploySettings, launched: &Launched) -> anyhow::Result<(Vec<Ta
         let host = Host {
             name: i.name.clone(),
             address,
+            private_address: i.private_ip.clone(),
             port: 22,
             user: s.user.clone(),
             role: Some(i.role.clone()),

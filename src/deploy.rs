@@ -180,6 +180,7 @@ impl HostRun<'_> {
         self.ready(session, &facts).await?;
         self.packages(session, &facts).await?;
         let changed = self.files(session, &facts).await?;
+        self.setup(session).await?;
         self.services(session, &facts, &changed).await?;
         self.health(session, &facts).await
     }
@@ -271,6 +272,10 @@ impl HostRun<'_> {
                     let blob = &self.shared.programs[*p];
                     (blob.bytes.clone(), blob.sha256.clone())
                 }
+                Source::Local(p) => {
+                    let blob = &self.shared.programs[p.as_str()];
+                    (blob.bytes.clone(), blob.sha256.clone())
+                }
             };
             sums.insert(f.path.clone(), sha.clone());
             if facts.checksums.get(&f.path) == Some(&sha) {
@@ -318,6 +323,32 @@ impl HostRun<'_> {
         );
         self.step(Stage::Files, StepStatus::Changed, detail, started).await;
         Ok(changed)
+    }
+
+    /// Runs the setup commands in order. Each is idempotent and says what it did on stdout.
+    async fn setup(&mut self, session: &mut impl Session) -> StepResult<()> {
+        let started = self.stage(Stage::Setup).await;
+        if self.plan.setup.is_empty() {
+            self.step(Stage::Setup, StepStatus::Skipped, String::new(), started)
+                .await;
+            return Ok(());
+        }
+        let mut said = Vec::new();
+        for s in &self.plan.setup {
+            self.output.capture();
+            let outcome = session.exec(&step::setup(s), &[], &mut self.output, self.cancel).await;
+            said.extend(self.output.take_captured());
+            self.check(Stage::Setup, outcome, started).await?;
+        }
+        let changed = said.iter().any(|l| l.starts_with(step::CHANGED));
+        let detail: Vec<&str> = said.iter().map(|l| l.trim_start_matches(step::CHANGED)).collect();
+        let status = if changed {
+            StepStatus::Changed
+        } else {
+            StepStatus::Unchanged
+        };
+        self.step(Stage::Setup, status, detail.join("; "), started).await;
+        Ok(())
     }
 
     async fn services(&mut self, session: &mut impl Session, facts: &Facts, changed: &[usize]) -> StepResult<()> {

@@ -30,18 +30,21 @@ pub enum Stage {
     Ready,
     Packages,
     Files,
+    /// Deploy: the plan's setup commands (fetch a model, ...), once the files are in place.
+    Setup,
     Services,
     Health,
 }
 
 impl Stage {
     /// A deploy's steps, in order (connecting is the first).
-    pub const DEPLOY: [Stage; 7] = [
+    pub const DEPLOY: [Stage; 8] = [
         Stage::Connecting,
         Stage::Inspect,
         Stage::Ready,
         Stage::Packages,
         Stage::Files,
+        Stage::Setup,
         Stage::Services,
         Stage::Health,
     ];
@@ -56,6 +59,7 @@ impl Stage {
             Stage::Ready => "ready",
             Stage::Packages => "packages",
             Stage::Files => "files",
+            Stage::Setup => "setup",
             Stage::Services => "services",
             Stage::Health => "health",
         }

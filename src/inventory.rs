@@ -24,6 +24,9 @@ pub struct Host {
     /// Unique within a run; used in output prefixes and log file names.
     pub name: String,
     pub address: String,
+    /// Where the deployment's other hosts reach this one (EC2: the private IP, while agent
+    /// may connect over the public one) [default: `address`].
+    pub private_address: Option<String>,
     pub port: u16,
     pub user: String,
     pub role: Option<String>,
@@ -43,6 +46,11 @@ pub enum Transport {
 }
 
 impl Host {
+    /// The address the deployment's other hosts use for this one.
+    pub fn private_address(&self) -> &str {
+        self.private_address.as_deref().unwrap_or(&self.address)
+    }
+
     /// `host` or `[host]:port` as OpenSSH writes it in known_hosts.
     pub fn known_hosts_pattern(&self) -> String {
         if self.port == 22 {
@@ -95,6 +103,7 @@ struct Defaults {
 struct Entry {
     name: Option<String>,
     address: Option<String>,
+    private_address: Option<String>,
     port: Option<u16>,
     user: Option<String>,
     role: Option<String>,
@@ -141,6 +150,7 @@ fn parse(text: &str, path: &Path) -> Result<Vec<Host>, InventoryError> {
             role: entry.role,
             key: entry.key.map(resolve).or_else(|| default_key.clone()),
             transport: entry.transport,
+            private_address: entry.private_address.filter(|a| !a.trim().is_empty()),
             address,
         });
     }
@@ -190,6 +200,7 @@ pub fn parse_host_arg(arg: &str, default_user: &str) -> Result<Host, InventoryEr
             format!("{address}:{port}")
         },
         address,
+        private_address: None,
         port,
         user,
         role: None,
@@ -299,6 +310,7 @@ mod tests {
         let mk = |n: &str, r: &str| Host {
             name: n.into(),
             address: n.into(),
+            private_address: None,
             port: 22,
             user: "u".into(),
             role: Some(r.into()),

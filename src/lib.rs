@@ -29,6 +29,7 @@
 pub mod artifact;
 pub mod aws;
 pub mod balancer;
+pub mod bench;
 pub mod cli;
 pub mod cloud;
 pub mod cloud_init;
@@ -76,7 +77,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             Ok(exit_status(&report, cancel.is_cancelled()))
         }
         Settings::Deploy(s) => {
-            let programs = artifact::programs(&program_names(&s.plan), &s.programs)?;
+            let mut programs = artifact::programs(&program_names(&s.plan), &s.programs)?;
+            programs.extend(artifact::local_files(&local_files(&s.plan))?);
             let record = std::sync::Arc::new(record::RecordStore::open(
                 &s.record,
                 &s.plan.deployment,
@@ -109,6 +111,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             region,
             json,
         } => cloud::status(&deployment, region.as_deref(), json).await,
+        Settings::BenchInference(b) => bench::run(b, cancel).await,
         Settings::Plan { plan, json } => {
             render::plan(&plan, json)?;
             Ok(0)
@@ -124,12 +127,28 @@ fn program_names(plan: &plan::Plan) -> Vec<&'static str> {
         .flat_map(|h| &h.files)
         .filter_map(|f| match f.source {
             plan::Source::Program(p) => Some(p),
-            plan::Source::Text(_) => None,
+            plan::Source::Text(_) | plan::Source::Local(_) => None,
         })
         .collect();
     names.sort();
     names.dedup();
     names
+}
+
+/// The operator's files a plan uploads (the model), by path.
+fn local_files(plan: &plan::Plan) -> Vec<&str> {
+    let mut paths: Vec<&str> = plan
+        .hosts
+        .iter()
+        .flat_map(|h| &h.files)
+        .filter_map(|f| match &f.source {
+            plan::Source::Local(p) => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 /// Deploys onto resolved hosts. The caller has built the programs and opened the record

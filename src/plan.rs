@@ -25,6 +25,9 @@ pub struct HostPlan {
     pub role: String,
     pub packages: Vec<String>,
     pub files: Vec<FilePlan>,
+    /// Commands run once the files are in place, before the services (re)start: each is
+    /// idempotent, so a re-run is cheap and a half-done one completes.
+    pub setup: Vec<SetupPlan>,
     /// Services to enable and start, in order.
     pub services: Vec<ServicePlan>,
     /// HTTP checks that must pass once the services run.
@@ -54,6 +57,16 @@ pub struct HealthCheck {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetupPlan {
+    /// What it does, for the operator (`fetch the model`).
+    pub description: String,
+    /// Run as root by `/bin/sh -c`. Its stdout lines become the step's detail; a line
+    /// starting `changed: ` marks the step changed.
+    pub script: String,
+    pub limit_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FilePlan {
     pub path: String,
     pub mode: u32,
@@ -72,7 +85,36 @@ pub enum Source {
     Text(String),
     /// A program of `remote/`, built for x86_64 Linux in release mode at deploy time.
     Program(&'static str),
+    /// A file of the operator's machine (absolute path), uploaded as is.
+    Local(String),
 }
+
+/// Where the worker hosts get their DistilBERT model (a Hugging Face folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// Each worker host downloads the files once from this base URL (`URL/config.json`, ...).
+    Fetch(String),
+    /// Upload the operator's copy: these files (absolute paths) of one folder.
+    Upload(Vec<String>),
+}
+
+impl Default for ModelSource {
+    fn default() -> Self {
+        ModelSource::Fetch(MODEL_URL.to_owned())
+    }
+}
+
+/// The course lab's model, from the Hugging Face hub.
+pub const MODEL_URL: &str = "https://huggingface.co/distilbert-base-uncased/resolve/main";
+/// The files of a model folder the worker reads; the head file only if the folder has one.
+pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+pub const MODEL_HEAD_FILE: &str = "head.safetensors";
+/// Where worker hosts keep models, one folder per deployment.
+pub const MODELS_DIR: &str = "/opt/agent/models";
+/// The seed of the classification head every worker of a deployment draws (see agent-worker).
+pub const HEAD_SEED: u64 = 0;
+/// Downloading 268 MB on a slow instance, with retries.
+const FETCH_LIMIT_SECS: u64 = 900;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -101,8 +143,14 @@ fn by_role<'a>(hosts: &'a [Host], role: &'a str) -> impl Iterator<Item = &'a Hos
 }
 
 /// Plans `spec` onto `hosts`, matching hosts to spec roles by their inventory role. Hosts
-/// whose role the spec does not name are not part of the deployment.
+/// whose role the spec does not name are not part of the deployment. Workers fetch the
+/// course's model from the hub.
 pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
+    build_with(spec, hosts, &ModelSource::default())
+}
+
+/// As [`build`], with the workers' model from `model`.
+pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Plan, PlanError> {
     let known = || {
         let mut roles: Vec<_> = hosts.iter().filter_map(|h| h.role.clone()).collect();
         roles.sort();
@@ -136,8 +184,16 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
             // Per-host values live in the environment file, so every host of a role shares
             // one unit and one run script.
             let mut env = vec![("AGENT_DEPLOYMENT".to_owned(), spec.name.clone())];
-            if role.program == Program::Web {
-                env.push(("AGENT_WEB_NAME".into(), host.name.clone()));
+            let model_dir = format!("{MODELS_DIR}/{}", spec.name);
+            match role.program {
+                Program::Web => env.push(("AGENT_WEB_NAME".into(), host.name.clone())),
+                Program::Orchestrator => env.push(("AGENT_WORKERS".into(), workers(spec, hosts).join(","))),
+                Program::Worker => {
+                    env.push(("AGENT_WORKER_MODEL".into(), model_dir.clone()));
+                    // Threads are split between the host's worker processes.
+                    env.push(("AGENT_WORKER_PROCESSES".into(), role.ports.len().to_string()));
+                    env.push(("AGENT_WORKER_HEAD_SEED".into(), HEAD_SEED.to_string()));
+                }
             }
             let unit = ServiceUnit {
                 deployment: spec.name.clone(),
@@ -159,7 +215,7 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                 address: host.address.clone(),
                 role: role_name.clone(),
                 packages: role.packages.clone(),
-                files: vec![
+                files: [
                     FilePlan {
                         path: format!("{}/{bin}", unit::BIN_DIR),
                         mode: 0o755,
@@ -188,7 +244,11 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                         restarts: units.clone(),
                         validate: None,
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(model_files(role.program, model, &model_dir, &units))
+                .collect(),
+                setup: model_setup(role.program, model, &model_dir, bin),
                 health: role
                     .ports
                     .iter()
@@ -224,7 +284,7 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                 servers: by_role(hosts, &r.role)
                     .map(|h| Server {
                         name: h.name.clone(),
-                        address: h.address.clone(),
+                        address: h.private_address().to_owned(),
                         port: spec.roles[&r.role].ports[0],
                     })
                     .collect(),
@@ -247,6 +307,7 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
                 restarts: vec!["haproxy.service".into()],
                 validate: Some(["/usr/sbin/haproxy", "-c", "-q", "-f", "{}"].map(String::from).into()),
             }],
+            setup: Vec::new(),
             services: vec![ServicePlan {
                 unit: "haproxy.service".into(),
                 command: ["/usr/sbin/haproxy", "-W", "-db", "-f", HAPROXY_CONFIG]
@@ -270,6 +331,86 @@ pub fn build(spec: &Spec, hosts: &[Host]) -> Result<Plan, PlanError> {
     })
 }
 
+/// Every worker process of the deployment, as `private address:port`: the orchestrator's list.
+fn workers(spec: &Spec, hosts: &[Host]) -> Vec<String> {
+    spec.roles
+        .iter()
+        .filter(|(_, r)| r.program == Program::Worker)
+        .flat_map(|(name, r)| {
+            by_role(hosts, name).flat_map(|h| r.ports.iter().map(move |p| format!("{}:{p}", h.private_address())))
+        })
+        .collect()
+}
+
+/// The operator's model files, for worker hosts when the model is uploaded.
+fn model_files(program: Program, model: &ModelSource, dir: &str, units: &[String]) -> Vec<FilePlan> {
+    match (program, model) {
+        (Program::Worker, ModelSource::Upload(paths)) => paths
+            .iter()
+            .map(|local| FilePlan {
+                path: format!("{dir}/{}", local.rsplit('/').next().unwrap_or(local)),
+                mode: 0o644,
+                source: Source::Local(local.clone()),
+                restarts: units.to_vec(),
+                validate: None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// On worker hosts: fetch the model if it comes from a URL, then make sure it has a
+/// classification head (drawn from the deployment's seed when the weights have none).
+fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str) -> Vec<SetupPlan> {
+    if program != Program::Worker {
+        return Vec::new();
+    }
+    let mut setup = Vec::new();
+    if let ModelSource::Fetch(url) = model {
+        setup.push(SetupPlan {
+            description: format!("fetch the model from {url}"),
+            script: fetch_script(url, dir),
+            limit_secs: FETCH_LIMIT_SECS,
+        });
+    }
+    setup.push(SetupPlan {
+        description: "give the model its classification head".into(),
+        script: format!(
+            "{}/{bin} head {} --seed {HEAD_SEED}",
+            unit::BIN_DIR,
+            crate::command::quote(dir)
+        ),
+        limit_secs: 120,
+    });
+    setup
+}
+
+/// Downloads the model files once: into a fresh folder beside the target, renamed into
+/// place only when every file arrived whole, so a cut download is never mistaken for a model.
+fn fetch_script(url: &str, dir: &str) -> String {
+    use crate::command::quote;
+    let files: Vec<String> = MODEL_FILES.iter().map(|f| quote(f)).collect();
+    format!(
+        "set -e\n\
+         dir={dir}\n\
+         if [ -f \"$dir/model.safetensors\" ]; then echo \"model already in $dir\"; exit 0; fi\n\
+         mkdir -p \"$(dirname \"$dir\")\"\n\
+         tmp=$(mktemp -d \"$dir.fetch.XXXXXX\")\n\
+         trap 'rm -rf \"$tmp\"' EXIT\n\
+         for f in {files}; do\n\
+         \x20 curl -fsSL --retry 3 --connect-timeout 10 --max-time 600 -o \"$tmp/$f\" {url}/\"$f\"\n\
+         done\n\
+         chmod 755 \"$tmp\"\n\
+         rm -rf \"$dir\"\n\
+         mv \"$tmp\" \"$dir\"\n\
+         trap - EXIT\n\
+         echo \"changed: model fetched into $dir\"\n",
+        dir = quote(dir),
+        files = files.join(" "),
+        url = quote(url.trim_end_matches('/')),
+    )
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "deployment {}: {} hosts", self.deployment, self.hosts.len())?;
@@ -282,12 +423,16 @@ impl fmt::Display for Plan {
                 let what = match &file.source {
                     Source::Text(t) => format!("{} bytes rendered", t.len()),
                     Source::Program(p) => format!("{p}, built in release mode"),
+                    Source::Local(p) => format!("from {p}"),
                 };
                 let check = match &file.validate {
                     Some(words) => format!("; checked by {} first", words.join(" ").replace("{}", "<new file>")),
                     None => String::new(),
                 };
                 writeln!(f, "  upload   {} (mode {:o}; {what}{check})", file.path, file.mode)?;
+            }
+            for s in &h.setup {
+                writeln!(f, "  run      {}", s.description)?;
             }
             for s in &h.services {
                 writeln!(f, "  start    {}", s.unit)?;
@@ -313,6 +458,7 @@ mod tests {
         Host {
             name: name.into(),
             address: format!("10.200.0.{n}"),
+            private_address: None,
             port: 22,
             user: "ubuntu".into(),
             role: Some(role.into()),
@@ -400,6 +546,134 @@ mod tests {
             checks,
             [(5000, "agent-worker@5000.service"), (5001, "agent-worker@5001.service")]
         );
+    }
+
+    fn inference_fleet() -> Vec<Host> {
+        let mut hosts = vec![host("orch", 4, "orchestrator")];
+        hosts.extend((0..4).map(|i| Host {
+            // Agent connects over public addresses; the orchestrator must use private ones.
+            private_address: Some(format!("172.31.0.{}", 10 + i)),
+            ..host(&format!("w{i}"), 5 + i, "worker")
+        }));
+        hosts
+    }
+
+    fn env_of(h: &HostPlan) -> &str {
+        let env = h.files.iter().find(|f| f.path.ends_with(".env")).unwrap();
+        match &env.source {
+            Source::Text(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_orchestrator_lists_every_worker_process_by_private_address() {
+        let plan = build(&Spec::load("inference").unwrap(), &inference_fleet()).unwrap();
+        let orch = plan.hosts.iter().find(|h| h.role == "orchestrator").unwrap();
+        let workers: Vec<String> = (0..4)
+            .flat_map(|i| [5000, 5001].map(|p| format!("172.31.0.{}:{p}", 10 + i)))
+            .collect();
+        assert!(
+            env_of(orch).contains(&format!("AGENT_WORKERS=\"{}\"\n", workers.join(","))),
+            "{}",
+            env_of(orch)
+        );
+        assert!(orch.setup.is_empty());
+        let w = plan.hosts.iter().find(|h| h.host == "w2").unwrap();
+        for line in [
+            "AGENT_WORKER_MODEL=\"/opt/agent/models/inference\"\n",
+            "AGENT_WORKER_PROCESSES=\"2\"\n",
+            "AGENT_WORKER_HEAD_SEED=\"0\"\n",
+        ] {
+            assert!(env_of(w).contains(line), "{line}: {}", env_of(w));
+        }
+    }
+
+    #[test]
+    fn workers_fetch_the_model_once_or_get_the_operators_copy() {
+        let spec = Spec::load("inference").unwrap();
+        let fetched = build(&spec, &inference_fleet()).unwrap();
+        let w = fetched.hosts.iter().find(|h| h.role == "worker").unwrap();
+        let steps: Vec<&str> = w.setup.iter().map(|s| s.description.as_str()).collect();
+        assert_eq!(
+            steps,
+            [
+                "fetch the model from https://huggingface.co/distilbert-base-uncased/resolve/main",
+                "give the model its classification head"
+            ]
+        );
+        assert_eq!(
+            w.setup[1].script,
+            "/opt/agent/bin/agent-worker head /opt/agent/models/inference --seed 0"
+        );
+        assert!(w.files.iter().all(|f| !f.path.starts_with(MODELS_DIR)));
+
+        let local = ModelSource::Upload(vec!["/m/config.json".into(), "/m/model.safetensors".into()]);
+        let uploaded = build_with(&spec, &inference_fleet(), &local).unwrap();
+        let w = uploaded.hosts.iter().find(|h| h.role == "worker").unwrap();
+        let model: Vec<_> = w
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with(MODELS_DIR))
+            .map(|f| (f.path.as_str(), &f.source, f.restarts.len()))
+            .collect();
+        assert_eq!(
+            model,
+            [
+                (
+                    "/opt/agent/models/inference/config.json",
+                    &Source::Local("/m/config.json".into()),
+                    2
+                ),
+                (
+                    "/opt/agent/models/inference/model.safetensors",
+                    &Source::Local("/m/model.safetensors".into()),
+                    2
+                ),
+            ]
+        );
+        assert_eq!(w.setup.len(), 1, "no fetch when the model is uploaded");
+    }
+
+    /// The fetch script against a folder served by a file:// URL: curl fetches every file
+    /// into a fresh folder renamed into place; a second run does nothing; a failed download
+    /// leaves no folder behind.
+    #[test]
+    fn the_fetch_script_installs_whole_models_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("hub");
+        std::fs::create_dir(&src).unwrap();
+        for f in MODEL_FILES {
+            std::fs::write(src.join(f), format!("{f} bytes")).unwrap();
+        }
+        let dir = tmp.path().join("models/inference");
+        let run = |url: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(fetch_script(url, dir.to_str().unwrap()))
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            )
+        };
+        let url = format!("file://{}", src.display());
+        let (ok, said) = run(&url);
+        assert!(ok, "{said}");
+        assert_eq!(said, format!("changed: model fetched into {}", dir.display()));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("tokenizer.json")).unwrap(),
+            "tokenizer.json bytes"
+        );
+        assert_eq!(run(&url), (true, format!("model already in {}", dir.display())));
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(src.join("model.safetensors")).unwrap();
+        let (ok, _) = run(&url);
+        assert!(!ok, "a missing file fails the fetch");
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("models")).unwrap().collect();
+        assert!(left.is_empty(), "nothing half-fetched stays: {left:?}");
     }
 
     #[test]

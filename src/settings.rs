@@ -26,6 +26,8 @@ pub enum Settings {
         record: PathBuf,
         known_hosts: PathBuf,
     },
+    /// Load the inference deployment's orchestrator and summarise.
+    BenchInference(crate::bench::InferenceBench),
     Status {
         deployment: String,
         region: Option<String>,
@@ -72,6 +74,8 @@ pub struct CloudDeploySettings {
     pub parallel: usize,
     pub ssh: SshSettings,
     pub programs: ProgramSource,
+    /// Where the workers get their model.
+    pub model: crate::plan::ModelSource,
     pub health_timeout: Duration,
     pub output: OutputSettings,
 }

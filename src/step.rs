@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::command::{RemoteCommand, quote};
-use crate::plan::{HostPlan, ServicePlan};
+use crate::plan::{HostPlan, ServicePlan, SetupPlan};
 
 /// Where agent's supervisor keeps pid files and logs on hosts without systemd.
 pub const SUPERVISOR_RUN_DIR: &str = "/var/lib/agent/run";
@@ -188,6 +188,14 @@ pub fn install_packages(packages: &[String]) -> RemoteCommand {
         PACKAGES_LIMIT,
     )
     .sudo(true)
+}
+
+/// How a setup script's stdout line says it changed the host.
+pub const CHANGED: &str = "changed: ";
+
+/// A plan's setup command, as root, within its limit.
+pub fn setup(plan: &SetupPlan) -> RemoteCommand {
+    RemoteCommand::new(plan.script.clone(), Duration::from_secs(plan.limit_secs)).sudo(true)
 }
 
 /// One file to write: its bytes follow on the script's stdin, in order.
@@ -477,6 +485,7 @@ mod tests {
                 restarts: vec!["agent-web.service".into()],
                 validate: None,
             }],
+            setup: Vec::new(),
             services: vec![ServicePlan {
                 unit: "agent-web.service".into(),
                 command: vec!["/opt/agent/run/agent-web".into()],

@@ -97,19 +97,17 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Head { dir, seed } => match head::ensure(&dir, seed) {
+            // On stdout, one line; `changed: ` marks a change for agent's deploy step.
             Ok(Head::InWeights) => {
-                eprintln!(
-                    "agent-worker: {} has a classification head in its weights; nothing to do",
-                    dir.display()
-                );
+                println!("the weights in {} have a classification head", dir.display());
                 ExitCode::SUCCESS
             }
             Ok(Head::Present(p)) => {
-                eprintln!("agent-worker: {} is already there (seed {seed})", p.display());
+                println!("head already in {} (seed {seed})", p.display());
                 ExitCode::SUCCESS
             }
             Ok(Head::Written(p)) => {
-                eprintln!("agent-worker: wrote {} from seed {seed}", p.display());
+                println!("changed: wrote {} from seed {seed}", p.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
