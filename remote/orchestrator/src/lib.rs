@@ -86,10 +86,20 @@ async fn new_request(State(pool): State<Arc<Pool>>, body: Result<Bytes, BytesRej
         );
     }
 
+    // Waiting in the queue is the handler's: a client that leaves drops out of the queue.
     let slot = match pool.acquire(Place::Back, None).await {
         Ok(slot) => slot,
         Err(refusal) => return unavailable(&pool, refusal),
     };
+    // Once dispatched, the request is a task of its own: if the client leaves now, the slot
+    // is still held until the worker answers, so no worker ever gets a second request.
+    tokio::spawn(dispatch(pool, slot, body, arrival))
+        .await
+        .unwrap_or_else(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, format!("dispatch failed: {e}")))
+}
+
+/// Sends the request to the slot's worker, and once more to another worker if that fails.
+async fn dispatch(pool: Arc<Pool>, slot: pool::Slot, body: Bytes, arrival: Instant) -> Response {
     let dispatched = Instant::now();
     let first = slot.worker;
     let first_error = match pool

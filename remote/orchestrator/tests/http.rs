@@ -628,6 +628,28 @@ async fn shutdown_lets_in_flight_and_queued_requests_finish() {
         .unwrap();
 }
 
+/// A client that leaves while its request is at the worker must not free the worker's slot:
+/// the next request waits until the worker has answered the abandoned one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_does_not_free_a_busy_worker() {
+    let w = Fake::start(Duration::ZERO, true).await;
+    let o = orchestrator(config(&[&w])).await;
+    let leaving = tokio::spawn(new_request(o.addr, text("abandoned")));
+    assert_eq!(w.entered().await, "abandoned");
+    leaving.abort();
+    let _ = leaving.await;
+    let next = tokio::spawn(new_request(o.addr, text("next")));
+    until(o.addr, "next queued", |s| s.queued == 1).await;
+    // Still queued a while later: the worker is busy with the abandoned request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status(o.addr).await.queued, 1);
+    assert_eq!(w.calls(), 1);
+    w.release(1);
+    assert_eq!(w.entered().await, "next");
+    w.release(1);
+    assert_eq!(next.await.unwrap().served().result.input_text, "next");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_refuses_a_config_without_workers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
