@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_protocol::{Failure, Served};
+use agent_protocol::{Failure, Percentiles, Served};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
@@ -49,22 +49,14 @@ pub struct Summary {
     pub errors: BTreeMap<String, usize>,
     pub seconds: f64,
     pub throughput: f64,
-    /// Client-side latency of answered requests, milliseconds.
+    /// Client-side latency of answered requests, milliseconds (none answered: null).
     pub latency_ms: Percentiles,
     /// Of that latency, the orchestrator's queueing and the worker's inference (medians).
-    pub queued_ms_p50: f64,
-    pub inference_ms_p50: f64,
+    pub queued_ms_p50: Option<f64>,
+    pub inference_ms_p50: Option<f64>,
     /// Answered requests per worker process.
     pub workers: BTreeMap<String, usize>,
     pub interrupted: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
 }
 
 /// Runs the bench; the summary is printed (text or JSON). Exit 0 when every request was
@@ -208,9 +200,6 @@ fn summarise(b: &InferenceBench, samples: Vec<Sample>, elapsed: Duration, interr
         }
     }
     let answered = latencies.len();
-    for v in [&mut latencies, &mut queued, &mut inference] {
-        v.sort_by(f64::total_cmp);
-    }
     let seconds = elapsed.as_secs_f64();
     Summary {
         url: b.url.clone(),
@@ -220,26 +209,12 @@ fn summarise(b: &InferenceBench, samples: Vec<Sample>, elapsed: Duration, interr
         errors,
         seconds,
         throughput: if seconds > 0.0 { answered as f64 / seconds } else { 0.0 },
-        latency_ms: Percentiles {
-            p50: percentile(&latencies, 50.0),
-            p90: percentile(&latencies, 90.0),
-            p99: percentile(&latencies, 99.0),
-            max: latencies.last().copied().unwrap_or(0.0),
-        },
-        queued_ms_p50: percentile(&queued, 50.0),
-        inference_ms_p50: percentile(&inference, 50.0),
+        latency_ms: Percentiles::nearest_rank(latencies),
+        queued_ms_p50: Percentiles::nearest_rank(queued).p50,
+        inference_ms_p50: Percentiles::nearest_rank(inference).p50,
         workers,
         interrupted,
     }
-}
-
-/// Nearest-rank percentile of sorted values (0 when there are none).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 impl Summary {
@@ -256,11 +231,17 @@ impl Summary {
             if self.interrupted { " (interrupted)" } else { "" },
             self.throughput
         );
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
         let l = &self.latency_ms;
         let _ = writeln!(
             s,
-            "latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (median queued {:.1}, in inference {:.1})",
-            l.p50, l.p90, l.p99, l.max, self.queued_ms_p50, self.inference_ms_p50
+            "latency ms: p50 {}  p90 {}  p99 {}  max {}  (median queued {}, in inference {})",
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            ms(self.queued_ms_p50),
+            ms(self.inference_ms_p50)
         );
         let _ = writeln!(s, "requests per worker process:");
         for (w, n) in &self.workers {
@@ -270,21 +251,5 @@ impl Summary {
             let _ = writeln!(s, "error ×{n}: {e}");
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(
-            (percentile(&v, 50.0), percentile(&v, 99.0), percentile(&v, 100.0)),
-            (50.0, 99.0, 100.0)
-        );
-        assert_eq!(percentile(&[7.0], 90.0), 7.0);
-        assert_eq!(percentile(&[], 50.0), 0.0);
     }
 }

@@ -575,17 +575,17 @@ fn resolve_model(spec: &Spec, arg: Option<&str>) -> anyhow::Result<plan::ModelSo
         format!("--model {arg}: no such folder (give a Hugging Face model folder or an https:// URL)")
     })?;
     let mut files = Vec::new();
-    for f in plan::MODEL_FILES {
+    for f in agent_protocol::model::FILES {
         let path = dir.join(f);
         if !path.is_file() {
             bail!(
                 "--model {arg}: {f} is missing; a model folder needs {}",
-                plan::MODEL_FILES.join(", ")
+                agent_protocol::model::FILES.join(", ")
             );
         }
         files.push(path);
     }
-    let head = dir.join(plan::MODEL_HEAD_FILE);
+    let head = dir.join(agent_protocol::model::HEAD);
     if head.is_file() {
         files.push(head);
     }

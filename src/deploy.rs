@@ -302,7 +302,7 @@ impl HostRun<'_> {
             .iter()
             .flat_map(|&i| self.plan.files[i].restarts.iter().cloned())
             .collect();
-        self.commit(|h| h.pending_restart.extend(owed)).await?;
+        self.commit(Stage::Files, |h| h.pending_restart.extend(owed)).await?;
         let total: u64 = uploads.iter().map(|u| u.size).sum();
         // Generous for slow links: two minutes plus a second per MB.
         let limit = Duration::from_secs(120 + total / 1_000_000);
@@ -334,14 +334,25 @@ impl HostRun<'_> {
             return Ok(());
         }
         let mut said = Vec::new();
+        let mut changed = false;
         for s in &self.plan.setup {
             self.output.capture();
             let outcome = session.exec(&step::setup(s), &[], &mut self.output, self.cancel).await;
-            said.extend(self.output.take_captured());
+            let lines = self.output.take_captured();
+            let done = lines.iter().any(|l| l.starts_with(agent_protocol::CHANGED));
+            if done {
+                // As for uploaded files: owed until the services step has restarted them.
+                let owed = s.restarts.clone();
+                self.commit(Stage::Setup, |h| h.pending_restart.extend(owed)).await?;
+            }
+            changed |= done;
+            said.extend(lines);
             self.check(Stage::Setup, outcome, started).await?;
         }
-        let changed = said.iter().any(|l| l.starts_with(step::CHANGED));
-        let detail: Vec<&str> = said.iter().map(|l| l.trim_start_matches(step::CHANGED)).collect();
+        let detail: Vec<&str> = said
+            .iter()
+            .map(|l| l.trim_start_matches(agent_protocol::CHANGED))
+            .collect();
         let status = if changed {
             StepStatus::Changed
         } else {
@@ -474,13 +485,13 @@ impl HostRun<'_> {
 
     /// Saves a change to this host's record before going on; a record that cannot be saved
     /// stops the host, since the next run would not know what this one did.
-    async fn commit(&self, change: impl FnOnce(&mut crate::record::HostRecord)) -> StepResult<()> {
+    async fn commit(&self, stage: Stage, change: impl FnOnce(&mut crate::record::HostRecord)) -> StepResult<()> {
         self.shared
             .record
             .commit(self.key, change)
             .await
             .map_err(|e| Outcome::Failed {
-                stage: Stage::Files,
+                stage,
                 reason: format!(
                     "cannot save the deployment record {}: {e}",
                     self.shared.record.path().display()

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use agent_protocol::env as vars;
+
 use crate::balancer::{BalancedRoute, HaproxyConfig, Server};
 use crate::inventory::Host;
 use crate::spec::{Program, Spec};
@@ -63,6 +65,8 @@ pub struct SetupPlan {
     /// Run as root by `/bin/sh -c`. Its stdout lines become the step's detail; a line
     /// starting `changed: ` marks the step changed.
     pub script: String,
+    /// Services to restart when it changed something (a new model must be loaded).
+    pub restarts: Vec<String>,
     pub limit_secs: u64,
 }
 
@@ -106,9 +110,6 @@ impl Default for ModelSource {
 
 /// The course lab's model, from the Hugging Face hub.
 pub const MODEL_URL: &str = "https://huggingface.co/distilbert-base-uncased/resolve/main";
-/// The files of a model folder the worker reads; the head file only if the folder has one.
-pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
-pub const MODEL_HEAD_FILE: &str = "head.safetensors";
 /// Where worker hosts keep models, one folder per deployment.
 pub const MODELS_DIR: &str = "/opt/agent/models";
 /// The seed of the classification head every worker of a deployment draws (see agent-worker).
@@ -186,13 +187,13 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
             let mut env = vec![("AGENT_DEPLOYMENT".to_owned(), spec.name.clone())];
             let model_dir = format!("{MODELS_DIR}/{}", spec.name);
             match role.program {
-                Program::Web => env.push(("AGENT_WEB_NAME".into(), host.name.clone())),
-                Program::Orchestrator => env.push(("AGENT_WORKERS".into(), workers(spec, hosts).join(","))),
+                Program::Web => env.push((vars::WEB_NAME.into(), host.name.clone())),
+                Program::Orchestrator => env.push((vars::WORKERS.into(), workers(spec, hosts).join(","))),
                 Program::Worker => {
-                    env.push(("AGENT_WORKER_MODEL".into(), model_dir.clone()));
+                    env.push((vars::WORKER_MODEL.into(), model_dir.clone()));
                     // Threads are split between the host's worker processes.
-                    env.push(("AGENT_WORKER_PROCESSES".into(), role.ports.len().to_string()));
-                    env.push(("AGENT_WORKER_HEAD_SEED".into(), HEAD_SEED.to_string()));
+                    env.push((vars::WORKER_PROCESSES.into(), role.ports.len().to_string()));
+                    env.push((vars::WORKER_HEAD_SEED.into(), HEAD_SEED.to_string()));
                 }
             }
             let unit = ServiceUnit {
@@ -248,7 +249,7 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
                 .into_iter()
                 .chain(model_files(role.program, model, &model_dir, &units))
                 .collect(),
-                setup: model_setup(role.program, model, &model_dir, bin),
+                setup: model_setup(role.program, model, &model_dir, bin, &units),
                 health: role
                     .ports
                     .iter()
@@ -361,7 +362,7 @@ fn model_files(program: Program, model: &ModelSource, dir: &str, units: &[String
 
 /// On worker hosts: fetch the model if it comes from a URL, then make sure it has a
 /// classification head (drawn from the deployment's seed when the weights have none).
-fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str) -> Vec<SetupPlan> {
+fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, units: &[String]) -> Vec<SetupPlan> {
     if program != Program::Worker {
         return Vec::new();
     }
@@ -370,6 +371,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str) -> V
         setup.push(SetupPlan {
             description: format!("fetch the model from {url}"),
             script: fetch_script(url, dir),
+            restarts: units.to_vec(),
             limit_secs: FETCH_LIMIT_SECS,
         });
     }
@@ -380,6 +382,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str) -> V
             unit::BIN_DIR,
             crate::command::quote(dir)
         ),
+        restarts: units.to_vec(),
         limit_secs: 120,
     });
     setup
@@ -389,11 +392,11 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str) -> V
 /// place only when every file arrived whole, so a cut download is never mistaken for a model.
 fn fetch_script(url: &str, dir: &str) -> String {
     use crate::command::quote;
-    let files: Vec<String> = MODEL_FILES.iter().map(|f| quote(f)).collect();
+    let files: Vec<String> = agent_protocol::model::FILES.iter().map(|f| quote(f)).collect();
     format!(
         "set -e\n\
          dir={dir}\n\
-         if [ -f \"$dir/model.safetensors\" ]; then echo \"model already in $dir\"; exit 0; fi\n\
+         if [ -f \"$dir/{weights}\" ]; then echo \"model already in $dir\"; exit 0; fi\n\
          mkdir -p \"$(dirname \"$dir\")\"\n\
          tmp=$(mktemp -d \"$dir.fetch.XXXXXX\")\n\
          trap 'rm -rf \"$tmp\"' EXIT\n\
@@ -404,8 +407,10 @@ fn fetch_script(url: &str, dir: &str) -> String {
          rm -rf \"$dir\"\n\
          mv \"$tmp\" \"$dir\"\n\
          trap - EXIT\n\
-         echo \"changed: model fetched into $dir\"\n",
+         echo \"{changed}model fetched into $dir\"\n",
         dir = quote(dir),
+        weights = agent_protocol::model::WEIGHTS,
+        changed = agent_protocol::CHANGED,
         files = files.join(" "),
         url = quote(url.trim_end_matches('/')),
     )
@@ -643,7 +648,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("hub");
         std::fs::create_dir(&src).unwrap();
-        for f in MODEL_FILES {
+        for f in agent_protocol::model::FILES {
             std::fs::write(src.join(f), format!("{f} bytes")).unwrap();
         }
         let dir = tmp.path().join("models/inference");

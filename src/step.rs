@@ -190,9 +190,6 @@ pub fn install_packages(packages: &[String]) -> RemoteCommand {
     .sudo(true)
 }
 
-/// How a setup script's stdout line says it changed the host.
-pub const CHANGED: &str = "changed: ";
-
 /// A plan's setup command, as root, within its limit.
 pub fn setup(plan: &SetupPlan) -> RemoteCommand {
     RemoteCommand::new(plan.script.clone(), Duration::from_secs(plan.limit_secs)).sudo(true)

@@ -33,7 +33,7 @@ fn parse(mut args: impl Iterator<Item = String>, env: impl Fn(&str) -> Option<St
     if let Some(v) = env("AGENT_ORCHESTRATOR_PORT") {
         a.port = number("AGENT_ORCHESTRATOR_PORT", &v, "a port from 0 to 65535")?;
     }
-    if let Some(v) = env("AGENT_WORKERS") {
+    if let Some(v) = env(agent_protocol::env::WORKERS) {
         c.workers = parse_workers(&v).map_err(|e| format!("AGENT_WORKERS: {e}"))?;
     }
     if let Some(v) = env("AGENT_WORKER_SLOTS") {

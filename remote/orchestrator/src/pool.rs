@@ -13,7 +13,7 @@ use agent_protocol::{Status, WorkerState, WorkerStatus};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::latency::{self, Latencies};
+use crate::latency::Latencies;
 use crate::worker::Workers;
 
 pub struct Pool {
@@ -200,7 +200,7 @@ impl Pool {
             (status, s.latencies.snapshot())
         };
         // Sorting 10 000 numbers is done outside the lock.
-        status.latency_ms = latency::percentiles(ms);
+        status.latency_ms = agent_protocol::Percentiles::nearest_rank(ms);
         status
     }
 

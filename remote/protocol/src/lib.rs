@@ -30,6 +30,35 @@ pub const STATUS_PATH: &str = "/status";
 /// The largest request body either program reads; larger gets 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The environment `agent deploy` writes for each program (its env file) and the program reads.
+pub mod env {
+    /// agent-web: the name it answers with off EC2.
+    pub const WEB_NAME: &str = "AGENT_WEB_NAME";
+    /// agent-orchestrator: every worker process, `address:port,...`.
+    pub const WORKERS: &str = "AGENT_WORKERS";
+    /// agent-worker: the model folder.
+    pub const WORKER_MODEL: &str = "AGENT_WORKER_MODEL";
+    /// agent-worker: worker processes on the host, which share its CPUs.
+    pub const WORKER_PROCESSES: &str = "AGENT_WORKER_PROCESSES";
+    /// agent-worker: the seed of the classification head (`agent-worker head`).
+    pub const WORKER_HEAD_SEED: &str = "AGENT_WORKER_HEAD_SEED";
+}
+
+/// A model folder as agent installs it and the worker reads it (Hugging Face layout).
+pub mod model {
+    pub const CONFIG: &str = "config.json";
+    pub const TOKENIZER: &str = "tokenizer.json";
+    pub const WEIGHTS: &str = "model.safetensors";
+    /// What every model folder needs.
+    pub const FILES: [&str; 3] = [CONFIG, TOKENIZER, WEIGHTS];
+    /// The seeded classification head `agent-worker head` writes when the weights have none.
+    pub const HEAD: &str = "head.safetensors";
+}
+
+/// How a command agent runs during a deploy's setup (`agent-worker head`, the model fetch)
+/// marks, at the start of a stdout line, that it changed the host.
+pub const CHANGED: &str = "changed: ";
+
 /// A `POST /run_model` body that names the text to classify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +136,23 @@ pub struct Percentiles {
     pub max: Option<f64>,
 }
 
+impl Percentiles {
+    /// Nearest-rank percentiles: each is a value that really occurred. None for no values.
+    pub fn nearest_rank(mut values: Vec<f64>) -> Percentiles {
+        if values.is_empty() {
+            return Percentiles::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        Percentiles {
+            p50: Some(rank(0.50)),
+            p90: Some(rank(0.90)),
+            p99: Some(rank(0.99)),
+            max: values.last().copied(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +164,18 @@ mod tests {
         assert_eq!(responder(&body), Some("i-0123456789abcdef0"));
         assert_eq!(responder("Instance  is responding now!"), None);
         assert_eq!(responder("<html>502</html>"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(Percentiles::nearest_rank(vec![]), Percentiles::default());
+        let one = Percentiles::nearest_rank(vec![7.0]);
+        assert_eq!((one.p50, one.p99, one.max), (Some(7.0), Some(7.0), Some(7.0)));
+        let p = Percentiles::nearest_rank((1..=100).rev().map(f64::from).collect());
+        assert_eq!(
+            (p.p50, p.p90, p.p99, p.max),
+            (Some(50.0), Some(90.0), Some(99.0), Some(100.0))
+        );
     }
 
     #[test]

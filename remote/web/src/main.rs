@@ -21,7 +21,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
             .transpose()
             .map_err(|_| "AGENT_WEB_PORT is not a port")?
             .unwrap_or(80),
-        name: std::env::var("AGENT_WEB_NAME").ok().filter(|n| !n.is_empty()),
+        name: std::env::var(agent_protocol::env::WEB_NAME)
+            .ok()
+            .filter(|n| !n.is_empty()),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::model::{Config, HEAD_FILE, LoadError};
+use agent_protocol::model::{HEAD as HEAD_FILE, WEIGHTS};
+
+use crate::model::{Config, Header, LoadError};
 
 /// The lab's model: DistilBertForSequenceClassification with num_labels=2.
 pub const LABELS: usize = 2;
@@ -30,11 +32,9 @@ pub enum Head {
 /// A head file from another seed is an error: silently keeping it would make workers disagree.
 pub fn ensure(dir: &Path, seed: u64) -> Result<Head, LoadError> {
     let config = Config::read(dir)?;
-    let weights = dir.join("model.safetensors");
-    let bytes = std::fs::read(&weights).map_err(|e| LoadError(format!("cannot read {}: {e}", weights.display())))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| LoadError(format!("{}: not a safetensors file ({e})", weights.display())))?;
-    if meta.tensors().contains_key("classifier.weight") {
+    // Only the header: deploys run this every time, and the weights are hundreds of MB.
+    let weights = Header::read(&dir.join(WEIGHTS))?;
+    if weights.meta.tensors().contains_key("classifier.weight") {
         return Ok(Head::InWeights);
     }
     let path = dir.join(HEAD_FILE);
@@ -73,10 +73,8 @@ pub fn ensure(dir: &Path, seed: u64) -> Result<Head, LoadError> {
 }
 
 fn seed_of(path: &Path) -> Result<Option<u64>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| LoadError(format!("{}: not a safetensors file ({e})", path.display())))?;
-    Ok(meta
+    Ok(Header::read(path)?
+        .meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("seed"))

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use agent_protocol::{CHANGED, env as vars};
 use agent_worker::head::{self, Head};
 use agent_worker::{Limits, Model};
 
@@ -40,7 +41,7 @@ fn number<T: std::str::FromStr>(flag: &str, value: String, what: &str) -> Result
 
 fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut args = args.into_iter();
-    let seed = env("AGENT_WORKER_HEAD_SEED", "a number")?.unwrap_or(0);
+    let seed = env(vars::WORKER_HEAD_SEED, "a number")?.unwrap_or(0);
     let mut first = args.next();
     if first.as_deref() == Some("head") {
         let mut dir = None;
@@ -57,12 +58,12 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
     }
     // Threads sized to the host, shared by its worker processes: candle's own default counts
     // cores, which on EC2 are hyperthreads, and ignores the sibling processes.
-    let processes: usize = env("AGENT_WORKER_PROCESSES", "a number")?.unwrap_or(1);
+    let processes: usize = env(vars::WORKER_PROCESSES, "a number")?.unwrap_or(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut s = Serve {
         bind: "0.0.0.0".into(),
         port: env("AGENT_WORKER_PORT", "a port")?.unwrap_or(5000),
-        model: env::<PathBuf>("AGENT_WORKER_MODEL", "a path")?,
+        model: env::<PathBuf>(vars::WORKER_MODEL, "a path")?,
         threads: env("AGENT_WORKER_THREADS", "a number")?.unwrap_or((cpus / processes.max(1)).max(1)),
         limits: Limits {
             concurrency: env("AGENT_WORKER_CONCURRENCY", "a number")?.unwrap_or(1),
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Head { dir, seed } => match head::ensure(&dir, seed) {
-            // On stdout, one line; `changed: ` marks a change for agent's deploy step.
+            // On stdout, one line; CHANGED marks a change for agent's deploy step.
             Ok(Head::InWeights) => {
                 println!("the weights in {} have a classification head", dir.display());
                 ExitCode::SUCCESS
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(Head::Written(p)) => {
-                println!("changed: wrote {} from seed {seed}", p.display());
+                println!("{CHANGED}wrote {} from seed {seed}", p.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {

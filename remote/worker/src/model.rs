@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use agent_protocol::model as files;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use safetensors::tensor::{Dtype, Metadata};
@@ -55,7 +56,7 @@ fn initializer_range() -> f64 {
 
 impl Config {
     pub fn read(dir: &Path) -> Result<Config, LoadError> {
-        let path = dir.join("config.json");
+        let path = dir.join(files::CONFIG);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             LoadError(format!(
                 "cannot read {}: {e}; is this a Hugging Face model folder?",
@@ -114,13 +115,10 @@ struct Layer {
 /// transformers' DistilBERT LayerNorm epsilon.
 const EPS: f64 = 1e-12;
 
-/// The head file `agent-worker head` writes when the weights have none.
-pub const HEAD_FILE: &str = "head.safetensors";
-
 impl Model {
     pub fn load(dir: &Path) -> Result<Model, LoadError> {
         let config = Config::read(dir)?;
-        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer_path = dir.join(files::TOKENIZER);
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| LoadError(format!("cannot load {}: {e}", tokenizer_path.display())))?;
         // As transformers' `truncation=True`: longer texts keep their first tokens, and the
@@ -132,7 +130,7 @@ impl Model {
             }))
             .map_err(|e| LoadError(format!("{}: {e}", tokenizer_path.display())))?;
 
-        let weights = dir.join("model.safetensors");
+        let weights = dir.join(files::WEIGHTS);
         if !weights.is_file() {
             return Err(LoadError(format!(
                 "{} is missing: the model folder needs its weights in safetensors form",
@@ -140,7 +138,7 @@ impl Model {
             )));
         }
         let mut tensors = read_safetensors(&weights)?;
-        let head = dir.join(HEAD_FILE);
+        let head = dir.join(files::HEAD);
         if head.is_file() {
             tensors.extend(read_safetensors(&head)?);
         }
@@ -273,20 +271,12 @@ impl Layer {
 /// peak memory twice the model's size.
 fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, LoadError> {
     let bad = |e: String| LoadError(format!("{}: {e}", path.display()));
-    let mut file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    let header_len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
-    let size = file.metadata().map_err(|e| bad(e.to_string()))?.len();
-    if header_len as u64 > size.saturating_sub(8) || header_len > 100 << 20 {
-        return Err(bad("not a safetensors file (bad header length)".into()));
-    }
-    let mut header = vec![0u8; header_len];
-    file.read_exact(&mut header)
-        .map_err(|e| bad(format!("truncated header ({e})")))?;
-    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors header ({e})")))?;
-    let data_start = 8 + header_len as u64;
+    let Header {
+        file,
+        meta,
+        data_start,
+        size,
+    } = Header::read(path)?;
     let mut out = HashMap::new();
     for (name, info) in meta.tensors() {
         let (begin, end) = info.data_offsets;
@@ -329,9 +319,44 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, LoadError> {
     Ok(out)
 }
 
+/// A safetensors file's header, read without its data (which may be hundreds of MB).
+pub(crate) struct Header {
+    pub file: File,
+    pub meta: Metadata,
+    /// Where the tensors' data begins, and the file's size.
+    pub data_start: u64,
+    pub size: u64,
+}
+
+impl Header {
+    pub fn read(path: &Path) -> Result<Header, LoadError> {
+        let bad = |e: String| LoadError(format!("{}: {e}", path.display()));
+        let mut file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let header_len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+        let size = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+        if header_len as u64 > size.saturating_sub(8) || header_len > 100 << 20 {
+            return Err(bad("not a safetensors file (bad header length)".into()));
+        }
+        let mut header = vec![0u8; header_len];
+        file.read_exact(&mut header)
+            .map_err(|e| bad(format!("truncated header ({e})")))?;
+        let meta: Metadata =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors header ({e})")))?;
+        Ok(Header {
+            file,
+            meta,
+            data_start: 8 + header_len as u64,
+            size,
+        })
+    }
+}
+
 /// A linear layer computed as (W · xᵀ)ᵀ rather than x · Wᵀ: gemm then streams the large
-/// weight as its left operand against the few token columns, 1.4× faster at 16 tokens
-/// here than candle's `Linear` (measured; so is storing W transposed: slower).
+/// weight as its left operand against the few token columns, which was faster here at
+/// short texts than candle's `Linear` (and than storing W transposed).
 struct Dense {
     weight: Tensor,
     bias: Tensor,
