@@ -319,7 +319,7 @@ impl Cli {
             Command::Deploy(args) if args.hosts.inventory.is_none() && args.hosts.hosts.is_empty() => {
                 resolve_cloud_deploy(*args).map(|s| Settings::CloudDeploy(Box::new(s)))
             }
-            Command::Deploy(args) => resolve_deploy(*args).map(|s| Settings::Deploy(Box::new(s))),
+            Command::Deploy(args) => resolve_deploy(*args),
             Command::Terminate(args) => Ok(Settings::Terminate {
                 deployment: check_deployment_name(&args.deployment)?,
                 region: args.region,
@@ -356,7 +356,7 @@ fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
     if args.timeout.is_zero() {
         bail!("--timeout must be more than zero (every command is bounded)");
     }
-    let (targets, known_hosts) = resolve_targets(&args.hosts)?;
+    let (targets, known_hosts) = resolve_targets(&args.hosts, None)?;
     let output = resolve_output(&args.output, "exec", format!("agent exec -- {script}"));
     Ok(ExecSettings {
         job: ExecJob {
@@ -407,7 +407,7 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
         size: meta.len(),
         validate: None,
     };
-    let (targets, known_hosts) = resolve_targets(&args.hosts)?;
+    let (targets, known_hosts) = resolve_targets(&args.hosts, None)?;
     let output = resolve_output(&args.output, "copy", format!("agent copy {} {dest}", src.display()));
     Ok(ExecSettings {
         job: ExecJob {
@@ -610,7 +610,7 @@ fn check_cidr(cidr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
+fn resolve_deploy(args: DeployArgs) -> anyhow::Result<Settings> {
     let spec = Spec::load(&args.spec)?;
     let Some(inventory) = &args.hosts.inventory else {
         bail!("deploy needs an inventory: pass -i FILE (or set AGENT_INVENTORY)");
@@ -618,8 +618,9 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
     // The plan covers the whole inventory (a balancer lists every server); --host and
     // --role only narrow which hosts are acted on.
     let model = resolve_model(&spec, args.model.as_deref())?;
-    let plan = plan::build_with(&spec, &inventory::load(inventory)?, &model)?;
-    let (targets, known_hosts) = resolve_targets(&args.hosts)?;
+    let all = inventory::load(inventory)?;
+    let plan = plan::build_with(&spec, &all, &model)?;
+    let (targets, known_hosts) = resolve_targets(&args.hosts, Some(all))?;
     let mut hosts = Vec::new();
     let mut chosen = Vec::new();
     for h in plan.hosts {
@@ -646,26 +647,36 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<DeploySettings> {
         "deploy",
         format!("agent deploy {} -i {}", args.spec, inventory.display()),
     );
-    Ok(DeploySettings {
-        record: record_path(&spec.name, false),
+    let deploy = DeploySettings {
         plan,
         targets: chosen,
         parallel: usize::from(args.hosts.parallel),
         ssh: args.hosts.ssh(),
         known_hosts,
-        programs: args
-            .programs
-            .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
         health_timeout: args.health_timeout,
         output,
         footer,
+    };
+    Ok(Settings::Deploy {
+        deploy: Box::new(deploy),
+        record: record_path(&spec.name, false),
+        programs: args
+            .programs
+            .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
     })
 }
 
-fn resolve_targets(args: &HostArgs) -> anyhow::Result<(Vec<Target>, Arc<KnownHosts>)> {
+/// The selected hosts with their keys; `loaded` is the inventory if the caller already read it.
+fn resolve_targets(args: &HostArgs, loaded: Option<Vec<Host>>) -> anyhow::Result<(Vec<Target>, Arc<KnownHosts>)> {
     let user = args.user.as_deref().unwrap_or(inventory::DEFAULT_USER);
     let hosts: Vec<Host> = match &args.inventory {
-        Some(path) => inventory::select(inventory::load(path)?, &args.roles, &args.hosts)?,
+        Some(path) => {
+            let all = match loaded {
+                Some(hosts) => hosts,
+                None => inventory::load(path)?,
+            };
+            inventory::select(all, &args.roles, &args.hosts)?
+        }
         None if !args.roles.is_empty() => bail!("--role needs an inventory (-i FILE)"),
         None if args.hosts.is_empty() => {
             bail!("no hosts: pass an inventory with -i FILE (or AGENT_INVENTORY), or --host ADDRESS")

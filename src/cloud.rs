@@ -10,8 +10,9 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::launch::{self, Interrupted, Launched, Progress};
+use crate::aws::launch::{self, Launched};
 use crate::aws::{Aws, balancer, teardown};
+use crate::aws::{Interrupted, Progress};
 use crate::inventory::{Host, Transport};
 use crate::job::Target;
 use crate::record::RecordStore;
@@ -56,7 +57,7 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     drop(tx);
     printer.await??;
     let (launched, alb) = match provisioned.and_then(|done| {
-        launch::interrupted(&cancel)?;
+        crate::aws::interrupted(&cancel)?;
         Ok(done)
     }) {
         Ok(done) => done,
@@ -93,8 +94,6 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         parallel: s.parallel,
         ssh: s.ssh,
         known_hosts,
-        record: s.record.clone(),
-        programs: s.programs,
         health_timeout: s.health_timeout,
         output: s.output,
         footer,

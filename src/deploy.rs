@@ -83,10 +83,7 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 key: &key,
             };
             let outcome = host.deploy(&target).await;
-            let result = match &outcome {
-                Outcome::Deployed => "ok".to_owned(),
-                other => crate::render::describe(other),
-            };
+            let result = crate::render::describe(&outcome);
             shared.record.note(&key, |h| h.result = Some(result));
             let _ = tx
                 .send(Event::Finished {
@@ -192,6 +189,11 @@ impl HostRun<'_> {
             .exec(&step::inspect(self.plan), &[], &mut self.output, self.cancel)
             .await;
         let lines = self.output.take_captured();
+        // The script itself cannot fail; exit 1 is sudo refusing to run it without a password.
+        if let Outcome::Exited { code: 1 } = outcome {
+            let reason = "the inspect script failed: does the login user have passwordless sudo?";
+            return Err(self.fail(Stage::Inspect, reason.into(), started).await);
+        }
         self.check(Stage::Inspect, outcome, started).await?;
         let facts = match step::parse_facts(&lines) {
             Ok(f) => f,
@@ -444,14 +446,9 @@ impl HostRun<'_> {
                 Err(Outcome::Unreachable { reason })
             }
             other => {
-                let reason = match other {
-                    Outcome::Exited { code: 1 } if stage == Stage::Inspect => {
-                        "the inspect script failed: does the login user have passwordless sudo?".to_owned()
-                    }
-                    other => crate::render::describe(&other)
-                        .trim_start_matches("failed: ")
-                        .to_owned(),
-                };
+                let reason = other
+                    .command_failure()
+                    .unwrap_or_else(|| crate::render::describe(&other));
                 Err(self.fail(stage, reason, started).await)
             }
         }

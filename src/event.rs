@@ -198,6 +198,16 @@ impl Outcome {
     pub fn is_success(&self) -> bool {
         matches!(self, Outcome::Exited { code: 0 } | Outcome::Deployed)
     }
+
+    /// Why a command failed (`exit 2`, `timed out`, ...); None if it did not fail that way.
+    pub fn command_failure(&self) -> Option<String> {
+        match self {
+            Outcome::Exited { code } if *code != 0 => Some(format!("exit {code}")),
+            Outcome::Signaled { signal } => Some(format!("killed by signal {signal}")),
+            Outcome::TimedOut => Some("timed out".into()),
+            _ => None,
+        }
+    }
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -76,15 +76,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             let report = printer.await??;
             Ok(exit_status(&report, cancel.is_cancelled()))
         }
-        Settings::Deploy(s) => {
-            let mut programs = artifact::programs(&program_names(&s.plan), &s.programs)?;
-            programs.extend(artifact::local_files(&local_files(&s.plan))?);
+        Settings::Deploy {
+            deploy,
+            record,
+            programs,
+        } => {
+            let mut blobs = artifact::programs(&deploy.plan.programs(), &programs)?;
+            blobs.extend(artifact::local_files(&deploy.plan.local_files())?);
             let record = std::sync::Arc::new(record::RecordStore::open(
-                &s.record,
-                &s.plan.deployment,
-                s.known_hosts.path(),
+                &record,
+                &deploy.plan.deployment,
+                deploy.known_hosts.path(),
             )?);
-            deploy_hosts(*s, programs, record, cancel).await
+            deploy_hosts(*deploy, blobs, record, cancel).await
         }
         Settings::CloudDeploy(s) => cloud::deploy(*s, cancel).await,
         Settings::Terminate {
@@ -117,38 +121,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
-}
-
-/// The remote programs a plan uploads.
-fn program_names(plan: &plan::Plan) -> Vec<&'static str> {
-    let mut names: Vec<&str> = plan
-        .hosts
-        .iter()
-        .flat_map(|h| &h.files)
-        .filter_map(|f| match f.source {
-            plan::Source::Program(p) => Some(p),
-            plan::Source::Text(_) | plan::Source::Local(_) => None,
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// The operator's files a plan uploads (the model), by path.
-fn local_files(plan: &plan::Plan) -> Vec<&str> {
-    let mut paths: Vec<&str> = plan
-        .hosts
-        .iter()
-        .flat_map(|h| &h.files)
-        .filter_map(|f| match &f.source {
-            plan::Source::Local(p) => Some(p.as_str()),
-            _ => None,
-        })
-        .collect();
-    paths.sort();
-    paths.dedup();
-    paths
 }
 
 /// Deploys onto resolved hosts. The caller has built the programs and opened the record

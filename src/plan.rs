@@ -332,6 +332,36 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
     })
 }
 
+impl Plan {
+    /// The remote programs it uploads, each once.
+    pub fn programs(&self) -> Vec<&'static str> {
+        self.sources(|s| match s {
+            Source::Program(p) => Some(*p),
+            _ => None,
+        })
+    }
+
+    /// The operator's files it uploads (a model folder's), each once.
+    pub fn local_files(&self) -> Vec<&str> {
+        self.sources(|s| match s {
+            Source::Local(p) => Some(p.as_str()),
+            _ => None,
+        })
+    }
+
+    fn sources<'a, T: Ord>(&'a self, pick: impl Fn(&'a Source) -> Option<T>) -> Vec<T> {
+        let mut found: Vec<T> = self
+            .hosts
+            .iter()
+            .flat_map(|h| &h.files)
+            .filter_map(|f| pick(&f.source))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+}
+
 /// Every worker process of the deployment, as `private address:port`: the orchestrator's list.
 fn workers(spec: &Spec, hosts: &[Host]) -> Vec<String> {
     spec.roles

@@ -405,10 +405,10 @@ pub fn plan(plan: &crate::plan::Plan, json: bool) -> io::Result<()> {
 /// One line of the summary or of an error note.
 pub fn describe(o: &Outcome) -> String {
     match o {
-        Outcome::Exited { code: 0 } => "ok".into(),
-        Outcome::Exited { code } => format!("failed: exit {code}"),
-        Outcome::Signaled { signal } => format!("failed: killed by signal {signal}"),
-        Outcome::TimedOut => "failed: timed out".into(),
+        Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::TimedOut => match o.command_failure() {
+            Some(why) => format!("failed: {why}"),
+            None => "ok".into(),
+        },
         Outcome::Unreachable { reason } => format!("unreachable: {reason}"),
         Outcome::Interrupted => "interrupted".into(),
         Outcome::Deployed => "ok".into(),

@@ -15,7 +15,13 @@ use crate::ssh::known_hosts::KnownHosts;
 
 pub enum Settings {
     Exec(ExecSettings),
-    Deploy(Box<DeploySettings>),
+    /// Deploy onto an inventory: what to deploy, the record's file, where programs come from
+    /// (on EC2 these are resolved inside `CloudDeploySettings`).
+    Deploy {
+        deploy: Box<DeploySettings>,
+        record: PathBuf,
+        programs: ProgramSource,
+    },
     /// Launch the spec's hosts on EC2, then deploy onto them.
     CloudDeploy(Box<CloudDeploySettings>),
     Terminate {
@@ -53,9 +59,6 @@ pub struct DeploySettings {
     pub parallel: usize,
     pub ssh: SshSettings,
     pub known_hosts: Arc<KnownHosts>,
-    /// The deployment record's file.
-    pub record: PathBuf,
-    pub programs: ProgramSource,
     pub health_timeout: Duration,
     pub output: OutputSettings,
     /// Printed after the summary (the load balancer's address).

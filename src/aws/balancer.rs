@@ -13,9 +13,10 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::launch::{Launched, Progress, interrupted};
+use super::launch::Launched;
 use super::resource::{self, Kind, TAG_DEPLOYMENT};
 use super::{Aws, AwsError, Call};
+use super::{Progress, interrupted};
 use crate::event::{CloudEvent, ResourceAction};
 use crate::spec::Spec;
 
@@ -417,9 +418,7 @@ pub async fn wait_healthy(
         Ok((active && total > 0 && healthy == total).then_some(()))
     })
     .await?;
-    if cancel.is_cancelled() {
-        bail!(super::launch::Interrupted);
-    }
+    interrupted(cancel)?;
     done.with_context(|| {
         format!(
             "load balancer targets not healthy after {}s: {}",

@@ -9,15 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_sdk_ec2::types::{InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, UserIdGroupPair};
 use russh::keys::PublicKey;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::network::{self, GroupPlan, Peer};
-use super::resource::{self, Kind, Resource, TAG_DEPLOYMENT, TAG_HOST_KEY, TAG_ROLE, filter, tag};
-use super::{Aws, AwsError, Call};
+use super::resource::{self, Kind, TAG_DEPLOYMENT, TAG_HOST_KEY, TAG_ROLE, filter, tag};
+use super::{Aws, AwsError, Call, Progress, interrupted};
 use crate::cloud_init::HostKey;
 use crate::event::{CloudEvent, ResourceAction};
-use crate::record::RecordStore;
 use crate::spec::Spec;
 
 /// Canonical's account, owner of the official Ubuntu AMIs.
@@ -46,7 +44,6 @@ pub struct LaunchSettings {
 #[derive(Debug, Clone)]
 pub struct Launched {
     pub vpc: String,
-    pub instance_subnet: Subnet,
     pub subnets: Vec<Subnet>,
     /// Security group id by role (and the balancer's role).
     pub groups: BTreeMap<String, String>,
@@ -69,46 +66,6 @@ pub struct Instance {
     pub public_dns: Option<String>,
     /// From the instance's `agent:host-key` tag; `None` for an instance agent did not launch.
     pub host_key: Option<PublicKey>,
-}
-
-/// Sends progress and records what was created (`terminate` records nothing).
-pub struct Progress<'a> {
-    pub tx: &'a mpsc::Sender<CloudEvent>,
-    pub record: Option<&'a RecordStore>,
-}
-
-impl Progress<'_> {
-    pub async fn resource(&self, action: ResourceAction, kind: Kind, id: &str, name: &str) -> anyhow::Result<()> {
-        let resource = Resource {
-            kind,
-            id: id.to_owned(),
-            name: name.to_owned(),
-        };
-        if action == ResourceAction::Created
-            && let Some(record) = self.record
-        {
-            record
-                .commit_resource(resource.clone())
-                .await
-                .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
-        }
-        self.event(CloudEvent::Resource {
-            action,
-            kind,
-            id: resource.id,
-            name: resource.name,
-        })
-        .await;
-        Ok(())
-    }
-
-    pub async fn event(&self, e: CloudEvent) {
-        let _ = self.tx.send(e).await;
-    }
-
-    pub async fn notice(&self, message: String) {
-        self.event(CloudEvent::Notice { message }).await;
-    }
 }
 
 pub async fn launch(
@@ -162,26 +119,11 @@ pub async fn launch(
     let instances = wait_running(aws, &ids, s.timeout, progress, cancel).await?;
     Ok(Launched {
         vpc,
-        instance_subnet,
         subnets,
         groups,
         instances,
     })
 }
-
-/// Between two creates: stop here if Ctrl-C came (an in-flight create is always finished
-/// and recorded first).
-pub fn interrupted(cancel: &CancellationToken) -> anyhow::Result<()> {
-    if cancel.is_cancelled() {
-        bail!(Interrupted);
-    }
-    Ok(())
-}
-
-/// Ctrl-C stopped the launch between two steps.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
 
 /// The AMI to launch: `--ami` if given (checked to exist here), else the current Ubuntu
 /// 24.04 amd64 image from Canonical's SSM parameter, else the newest matching image owned by

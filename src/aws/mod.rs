@@ -18,6 +18,14 @@ pub mod teardown;
 
 use std::time::Duration;
 
+use anyhow::{Context as _, bail};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::resource::{Kind, Resource};
+use crate::event::{CloudEvent, ResourceAction};
+use crate::record::RecordStore;
+
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
@@ -203,6 +211,60 @@ where
         }
     }
 }
+
+/// Sends progress and records what was created (`terminate` records nothing).
+pub struct Progress<'a> {
+    pub tx: &'a mpsc::Sender<CloudEvent>,
+    pub record: Option<&'a RecordStore>,
+}
+
+impl Progress<'_> {
+    pub async fn resource(&self, action: ResourceAction, kind: Kind, id: &str, name: &str) -> anyhow::Result<()> {
+        let resource = Resource {
+            kind,
+            id: id.to_owned(),
+            name: name.to_owned(),
+        };
+        if action == ResourceAction::Created
+            && let Some(record) = self.record
+        {
+            record
+                .commit_resource(resource.clone())
+                .await
+                .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
+        }
+        self.event(CloudEvent::Resource {
+            action,
+            kind,
+            id: resource.id,
+            name: resource.name,
+        })
+        .await;
+        Ok(())
+    }
+
+    pub async fn event(&self, e: CloudEvent) {
+        let _ = self.tx.send(e).await;
+    }
+
+    pub async fn notice(&self, message: String) {
+        self.event(CloudEvent::Notice { message }).await;
+    }
+}
+
+/// Between two creates: stop here if Ctrl-C came (an in-flight create is always finished
+/// and recorded first).
+pub fn interrupted(cancel: &CancellationToken) -> anyhow::Result<()> {
+    if cancel.is_cancelled() {
+        bail!(Interrupted);
+    }
+    Ok(())
+}
+
+/// Ctrl-C stopped the launch between two steps.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
 
 #[cfg(test)]
 mod tests {

@@ -9,9 +9,9 @@ use aws_sdk_ec2::types::InstanceStateName;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::launch::{self, Interrupted, Progress};
 use super::resource::{Kind, deployment_filter, tag};
 use super::{Aws, AwsError, Call, balancer};
+use super::{Interrupted, Progress, interrupted, launch};
 use crate::event::{CloudEvent, ResourceAction};
 
 pub async fn load_balancers(
@@ -99,12 +99,7 @@ pub async fn terminate(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<String>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let check = || -> anyhow::Result<()> {
-        if cancel.is_cancelled() {
-            bail!(Interrupted);
-        }
-        Ok(())
-    };
+    let check = || interrupted(cancel);
     let deleted = |kind, id: &str, name: &str| CloudEvent::Resource {
         action: ResourceAction::Deleted,
         kind,

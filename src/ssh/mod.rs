@@ -120,7 +120,7 @@ impl client::Handler for Handler {
 
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        shared.fingerprint = Some(key.public_key().fingerprint(HashAlg::Sha256).to_string());
+        shared.fingerprint = Some(known_hosts::fingerprint(&key.public_key()));
         match self.known_hosts.check(&self.pattern, &key.public_key()) {
             Ok(v) => {
                 let ok = !matches!(v, Verdict::Changed { .. });
