@@ -19,28 +19,24 @@ empty state dir, so no record either), then the unchanged re-run at once. Every 
 validated on every host afterwards (untimed, with `agent exec`): files present with the
 expected sha256 and mode, the program answering GET /health. A run that exits non-zero or
 fails validation is reported as an error, never as a time. Wall time, client CPU and RSS are
-measured as in exec_bench.py (whose helpers this imports), with clean_rss.
+measured as in exec_bench.py (bench_common.measure), with clean_rss.
 """
 
-import argparse
-import ctypes
-import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in benches/
-import exec_bench as eb  # noqa: E402  (measure, machine_busy, PR_SET_CHILD_SUBREAPER)
+from bench_common import (  # noqa: E402
+    FleetBench, Result, anchor_table, fleet_machine_line, fleet_parser, interleaved, log_run, machine_busy, measure,
+    run_fleet_bench, sha256,
+)
 
 SPEC = os.path.join(HERE, "deploy_spec.toml")
 APP_PORT = 8081  # the anchors' copy of the program; agent's own listens on 8080 (the spec)
@@ -137,27 +133,14 @@ server.shell(name="install and start", commands={commands!r})
 """
 
 
-class Bench:
+class Bench(FleetBench):
     def __init__(self, a):
-        self.a = a
-        self.work = tempfile.mkdtemp(prefix="deploy-", dir=a.work_root)
-        self.inv_path = os.path.join(a.fleet_dir, "inventory.toml")
-        inv = tomllib.load(open(self.inv_path, "rb"))
-        self.key = os.path.join(a.fleet_dir, "labsuser.pem")
-        self.user = inv.get("defaults", {}).get("user", "ubuntu")
-        self.hosts = [(h["name"], h["address"], h.get("port", 22)) for h in inv["hosts"]]
+        super().__init__(a, "deploy-")
         if any(port != 22 for _, _, port in self.hosts):
             raise SystemExit("deploy_bench: expects every host on port 22")
-        self.n = len(self.hosts)
-        self.keep = set()
-        self.env = dict(os.environ)
-        self.env.pop("SSH_AUTH_SOCK", None)
         self.env.pop("XDG_STATE_HOME", None)
-        self.env["HOME"] = os.path.join(self.work, "home")  # no user ssh/ansible config leaks in
-        os.makedirs(self.env["HOME"])
         self.env["PATH"] = os.path.join(a.venv, "bin") + ":" + self.env.get("PATH", "")
         self.state = None  # agent's XDG_STATE_HOME for the current cycle
-        self.cycle = 0
 
     def agent_cmd(self, *args):
         return [self.a.agent, *args]
@@ -179,7 +162,7 @@ class Bench:
         os.chmod(self.app, 0o755)
         self.unit = os.path.join(w, "bench.service")
         open(self.unit, "w").write(unit_text)
-        self.app_sha, self.unit_sha = eb.sha256(self.app), eb.sha256(self.unit)
+        self.app_sha, self.unit_sha = sha256(self.app), sha256(self.unit)
         self.sizes = {
             "binary": os.path.getsize(self.app),
             "unit": os.path.getsize(self.unit),
@@ -236,21 +219,8 @@ class Bench:
         pyinfra_deploy = os.path.join(w, "pyinfra_deploy.py")
         open(pyinfra_deploy, "w").write(PYINFRA_DEPLOY.format(app=self.app, unit=self.unit, commands=COMMANDS))
         # Ansible
-        self.ansible_inv = os.path.join(w, "ansible-inventory.ini")
-        with open(self.ansible_inv, "w") as f:
-            f.write("[fleet]\n")
-            for name, addr, _ in self.hosts:
-                f.write(f"{name} ansible_host={addr}\n")
-            f.write(f"\n[fleet:vars]\nansible_user={self.user}\nansible_ssh_private_key_file={self.key}\n")
-        self.ansible_cfg = os.path.join(w, "ansible.cfg")
-        with open(self.ansible_cfg, "w") as f:
-            f.write(
-                "[defaults]\nhost_key_checking = True\ninterpreter_python = /usr/bin/python3\n"
-                f"forks = {n}\nlocal_tmp = {w}/ansible-tmp\n"
-                "[ssh_connection]\npipelining = True\n"
-                "ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=accept-new "
-                f"-o UserKnownHostsFile={self.known_hosts}\n"
-            )
+        self.write_ansible([(name, addr, None) for name, addr, _ in self.hosts], True,
+                           f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={self.known_hosts}")
         playbook = os.path.join(w, "playbook.yml")
         tasks = [{"name": "upload app", "ansible.builtin.copy": {"src": self.app, "dest": "/tmp/app"}},
                  {"name": "upload unit", "ansible.builtin.copy": {"src": self.unit, "dest": "/tmp/bench.service"}}]
@@ -307,22 +277,9 @@ class Bench:
         ok = len(re.findall(r"^\S+\s+:\s+ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0\b", stdout, re.M))
         return None if ok == self.n else f"ansible: {ok} of {self.n} hosts ok in the recap"
 
-    def agent_env(self, env, _rerun):
+    def agent_env(self, env):
         env = dict(env)
         env["XDG_STATE_HOME"] = self.state
-        return env
-
-    def ansible_env(self, env, _rerun):
-        # A fresh ControlPath dir per run: no master from an earlier run can be reused
-        # (and measure() kills the masters this run left, once it exits).
-        self.cycle += 1
-        cp = os.path.join(self.work, f"ansible-cp-{self.cycle}")
-        os.makedirs(cp)
-        env = dict(env)
-        env["ANSIBLE_CONFIG"] = self.ansible_cfg
-        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = cp
-        env["ANSIBLE_HOME"] = os.path.join(self.work, "ansible-home")
-        env["ANSIBLE_NOCOLOR"] = "1"
         return env
 
     # -------------------------------------------------------------- runs
@@ -345,11 +302,11 @@ class Bench:
 
     def run_once(self, name, rerun):
         t = self.tools[name]
-        env = t["env"](self.env, rerun) if "env" in t else self.env
+        env = t["env"](self.env) if "env" in t else self.env
         check = t.get("check")
         out = os.path.join(self.work, "stdout.txt")
-        r = eb.measure(t["argv"], env, out, self.keep, (lambda o, e: check(o, e, rerun)) if check else (lambda o, e: None),
-                       clean_rss=True)
+        r = measure(t["argv"], env, out, self.keep, (lambda o, e: check(o, e, rerun)) if check else (lambda o, e: None),
+                    clean_rss=True)
         if r.ok:
             err = self.remote(t.get("validate", self.validate_anchor), "validation")
             if err:
@@ -365,7 +322,7 @@ class Bench:
 
     def run(self):
         a = self.a
-        self.busy0 = eb.machine_busy()
+        self.busy0 = machine_busy()
         self.setup()
         # One untimed cycle per tool: agent pins host keys, the anchors record theirs, caches warm.
         for name in self.tools:
@@ -377,53 +334,24 @@ class Bench:
         names = list(self.tools)
         samples = {kind: {k: [] for k in names} for kind in ("first", "rerun")}
         errors = {kind: {k: [] for k in names} for kind in ("first", "rerun")}
-        for rnd, name in eb.interleaved(names, a.rounds):
+        for rnd, name in interleaved(names, a.rounds):
             first, rerun = self.cycle_tool(name)
             for kind, r in (("first", first), ("rerun", rerun)):
                 if r is None:
-                    r = eb.Result(False, 0, 0, 0, 0, "not run: the first run failed")
+                    r = Result(False, 0, 0, 0, 0, "not run: the first run failed")
                 (samples if r.ok else errors)[kind][name].append(r)
-                eb.log_run(f"round {rnd + 1}/{a.rounds} {name:20s} {kind:5s}", r)
+                log_run(f"round {rnd + 1}/{a.rounds} {name:20s} {kind:5s}", r)
         self.clean()
         self.report(samples, errors)
 
     # -------------------------------------------------------------- report
-    def table(self, samples, errors):
-        med = {}
-        for k, rs in samples.items():
-            if rs:
-                med[k] = dict(wall=statistics.median(r.wall for r in rs), cpu=statistics.median(r.cpu for r in rs),
-                              rss=max(r.maxrss for r in rs) / 2**20, tree=max(r.tree_rss for r in rs) / 2**20)
-        anchors = [k for k in med if k != "agent"]
-        fastest = min(anchors, key=lambda k: med[k]["wall"]) if anchors else None
-        out = ["| tool | wall median (s) | vs fastest anchor | client CPU (s) | peak RSS (MB) | tree RSS (MB) |",
-               "|---|---:|---:|---:|---:|---:|"]
-        for k in self.tools:
-            if k not in med:
-                out.append(f"| {k} | ERROR | | | | |")
-                continue
-            m = med[k]
-            ratio = f"{m['wall'] / med[fastest]['wall']:.2f}×" if fastest else "-"
-            bad = f" ({len(errors[k])} failed runs)" if errors[k] else ""
-            out.append(f"| {k}{' (fastest anchor)' if k == fastest else ''}{bad} | {m['wall']:.3f} | {ratio} | "
-                       f"{m['cpu']:.2f} | {m['rss']:.0f} | {m['tree']:.0f} |")
-        return out, med, fastest
-
     def report(self, samples, errors):
         a, n = self.a, self.n
-        model = "?"
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        out = [f"### deploy-like work: {n} hosts, {a.rounds} rounds", ""]
-        out.append(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} cores, {model}; "
-                   f"{platform.system()} {platform.release()}; CPU busy in the second before start {self.busy0:.0%}")
-        out.append("")
+        out = [f"### deploy-like work: {n} hosts, {a.rounds} rounds", "", fleet_machine_line(self.busy0), ""]
         meds = {}
         for kind, title in (("first", "First deploy (clean hosts, agent with no record)"),
                             ("rerun", "Unchanged re-run (at once after the first, nothing cleaned)")):
-            rows, med, fastest = self.table(samples[kind], errors[kind])
+            rows, med, fastest = anchor_table(self.tools, samples[kind], errors[kind])
             meds[kind] = (med, fastest)
             out += [f"{title}:", ""] + rows + [""]
         for kind in ("first", "rerun"):
@@ -463,27 +391,15 @@ class Bench:
             if "agent" in rerun_med:
                 rr = rerun_med["agent"]["wall"]
                 out.append(f"- unchanged re-run < 1 s: {rr:.3f}s → {'MET' if rr < 1 else 'MISSED'}")
-        eb.publish("\n".join(out) + "\n", a.report, None if a.keep_work else self.work)
+        self.publish(out)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fleet-dir", required=True)
-    ap.add_argument("--agent", required=True)
+    ap = fleet_parser(__doc__)
     ap.add_argument("--web", required=True, help="the agent-web binary (x86_64 Linux, release)")
     ap.add_argument("--venv", required=True)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--work-root", default="/var/tmp/agent-bench")
-    ap.add_argument("--tools", default="", help="comma-separated prefixes of anchors to run (agent always runs)")
-    ap.add_argument("--report", help="append the Markdown report to this file too")
-    ap.add_argument("--keep-work", action="store_true")
-    a = ap.parse_args()
-    if a.rounds < 1:
-        ap.error("--rounds must be at least 1")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(eb.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
-    Bench(a).run()
+    run_fleet_bench(ap, Bench)
 
 
 if __name__ == "__main__":

@@ -14,29 +14,20 @@ wait4 maxrss) and the tree's summed RSS (sampled every 100 ms). A run whose exit
 not 0 or where not every host answered is not a valid sample: it is reported as an error.
 """
 
-import argparse
-import ctypes
-import datetime
-import hashlib
 import json
 import os
-import platform
 import re
-import resource
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import tomllib
 
-PR_SET_CHILD_SUBREAPER = 36
-PAGE = os.sysconf("SC_PAGE_SIZE")
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in benches/
+from bench_common import (  # noqa: E402
+    FleetBench, anchor_table, fleet_machine_line, fleet_parser, machine_busy, measure, run_fleet_bench,
+)
 
 PSSH_LIB_SCRIPT = r"""
 import json, sys
@@ -62,206 +53,12 @@ sys.exit(1 if bad else 0)
 """
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def interleaved(names, rounds):
-    """(round, tool) pairs, the starting tool rotating each round, so the machine's noise
-    falls on every tool alike."""
-    for rnd in range(rounds):
-        for name in names[rnd % len(names):] + names[: rnd % len(names)]:
-            yield rnd, name
-
-
-def log_run(label, r, extra=""):
-    """One progress line on stderr for a measured run."""
-    tag = "" if r.ok else "  ERROR " + r.err
-    print(f"{label} wall {r.wall:6.2f}s{extra} cpu {r.cpu:6.2f}s rss {r.maxrss / 2**20:6.1f}MB "
-          f"tree {r.tree_rss / 2**20:6.1f}MB{tag}", file=sys.stderr, flush=True)
-
-
-def publish(text, report, work=None):
-    """Prints the report, appends it to `report` if given, removes the work folder if given."""
-    print(text, flush=True)
-    if report:
-        with open(report, "a") as f:
-            f.write(text + "\n")
-    if work:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def parse_duration(s: str) -> float:
     s = s.strip()
     for suf, mul in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
         if s.endswith(suf):
             return float(s[: -len(suf)]) * mul
     return float(s)
-
-
-# ------------------------------------------------------------------ process accounting
-
-
-def proc_table():
-    """{pid: (ppid, rss_bytes)} for every process."""
-    out = {}
-    for e in os.scandir("/proc"):
-        if not e.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e.name}/stat", "rb") as f:
-                st = f.read()
-        except OSError:
-            continue
-        rest = st[st.rindex(b")") + 2 :].split()
-        # fields after comm: state ppid ... rss is field 24 (index 21 here)
-        out[int(e.name)] = (int(rest[1]), int(rest[21]) * PAGE)
-    return out
-
-
-class TreeSampler(threading.Thread):
-    """Peak of the summed RSS of `root` and its descendants (and of orphans adopted by us,
-    except `exclude`), sampled every `interval` seconds."""
-
-    def __init__(self, root, exclude, interval=0.1):
-        super().__init__(daemon=True)
-        self.root, self.exclude, self.interval = root, set(exclude), interval
-        self.peak = 0
-        self.stop_ev = threading.Event()
-
-    def sample(self):
-        t = proc_table()
-        me = os.getpid()
-        kids = {}
-        for pid, (ppid, _) in t.items():
-            kids.setdefault(ppid, []).append(pid)
-        todo = [self.root] + [p for p in kids.get(me, []) if p != self.root and p not in self.exclude]
-        seen, total = set(), 0
-        while todo:
-            p = todo.pop()
-            if p in seen or p not in t:
-                continue
-            seen.add(p)
-            total += t[p][1]
-            todo.extend(kids.get(p, []))
-        self.peak = max(self.peak, total)
-
-    def run(self):
-        while not self.stop_ev.wait(self.interval):
-            try:
-                self.sample()
-            except Exception:
-                pass
-
-
-def machine_busy(seconds=1.0):
-    """Fraction of all cores busy over `seconds` (a check that the machine is quiet)."""
-
-    def snap():
-        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        return sum(v), v[3] + v[4]  # total, idle + iowait
-
-    t0, i0 = snap()
-    time.sleep(seconds)
-    t1, i1 = snap()
-    return 1 - (i1 - i0) / max(1, t1 - t0)
-
-
-def children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-class Result:
-    def __init__(self, ok, wall, cpu, maxrss, tree_rss, err=""):
-        self.ok, self.wall, self.cpu, self.maxrss, self.tree_rss, self.err = ok, wall, cpu, maxrss, tree_rss, err
-
-
-def spawn_clean(argv, env, out, errf):
-    """Starts argv as a grandchild, through sh, which exits at once; returns its pid. The tool
-    is reparented to this process (a child subreaper), so wait4 reaps it, and its maxrss is
-    its own: a child forked from this Python process keeps Python's peak RSS as its maxrss
-    across exec (the kernel carries the old mm's high-water mark over), which would put a
-    floor of this harness's RSS under every tool's figure. sh's own peak is ~1 MB. As any
-    background job of a non-interactive sh, the tool starts with SIGINT and SIGQUIT ignored
-    (measure() kills it if the harness is interrupted)."""
-    # sh: stdin = the tool's stdout file, stdout = a pipe for the pid (dash has no fd > 9)
-    sh = subprocess.Popen(["sh", "-c", 'exec 3>&0 0</dev/null; "$@" >&3 3>&- & echo $!', "sh", *argv], env=env,
-                          stdin=out, stdout=subprocess.PIPE, stderr=errf)
-    text = sh.stdout.read()
-    sh.stdout.close()
-    if sh.wait() != 0 or not text.strip().isdigit():
-        raise RuntimeError(f"could not start {argv[0]} through sh (exit {sh.returncode})")
-    return int(text)
-
-
-def measure(argv, env, stdout_path, keep_pids, check, clean_rss=False):
-    """Runs argv, returns a Result. stdout goes to stdout_path (or /dev/null if None).
-    clean_rss: start it through spawn_clean(), so its peak RSS is its own (without it, the
-    figure is at least this harness's RSS, ~20-25 MB)."""
-    cpu0 = children_cpu()
-    errf = tempfile.TemporaryFile()
-    out = open(stdout_path, "wb") if stdout_path else open(os.devnull, "wb")
-    t0 = time.perf_counter()
-    p = None
-    if clean_rss:
-        pid = spawn_clean(argv, env, out, errf)
-    else:
-        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=errf)
-        pid = p.pid
-    sampler = TreeSampler(pid, keep_pids)
-    sampler.start()
-    try:
-        _, status, ru = os.wait4(pid, 0)
-    except BaseException:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        raise
-    wall = time.perf_counter() - t0
-    returncode = os.waitstatus_to_exitcode(status)
-    if p is not None:
-        p.returncode = returncode  # reaped here: Popen must not wait for it again
-    sampler.stop_ev.set()
-    sampler.join()
-    out.close()
-    maxrss = ru.ru_maxrss * 1024
-    # Orphans the tool left behind (ssh ControlPersist masters): kill, reap, count.
-    orphans = [pid for pid, (ppid, _) in proc_table().items() if ppid == os.getpid() and pid not in keep_pids]
-    for pid in orphans:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for pid in orphans:
-        try:
-            _, _, oru = os.wait4(pid, 0)
-            maxrss = max(maxrss, oru.ru_maxrss * 1024)
-        except ChildProcessError:
-            pass
-    cpu = children_cpu() - cpu0
-    errf.seek(0)
-    stderr = errf.read().decode(errors="replace")
-    errf.close()
-    stdout = ""
-    if stdout_path:
-        with open(stdout_path, errors="replace") as f:
-            stdout = f.read()
-    err = ""
-    if returncode != 0:
-        err = f"exit status {returncode}"
-    else:
-        err = check(stdout, stderr) or ""
-    if err:
-        tail = (stderr.strip().splitlines() or [""])[-3:]
-        err += " | stderr: " + " / ".join(tail)[:300]
-    # a run shorter than one sampling interval: the tree is at least its largest process
-    return Result(not err, wall, cpu, maxrss, max(sampler.peak, maxrss), err)
 
 
 # ------------------------------------------------------------------ tools
@@ -278,22 +75,11 @@ def count_linux_lines(n, what, stream="stdout"):
     return check
 
 
-class Bench:
+class Bench(FleetBench):
     def __init__(self, a):
-        self.a = a
-        self.work = tempfile.mkdtemp(prefix="run-", dir=a.work_root)
-        inv = tomllib.load(open(os.path.join(a.fleet_dir, "inventory.toml"), "rb"))
-        self.key = os.path.join(a.fleet_dir, "labsuser.pem")
-        self.user = inv.get("defaults", {}).get("user", "ubuntu")
-        self.hosts = [(h["name"], h["address"], h.get("port", 22)) for h in inv["hosts"]]
-        self.n = len(self.hosts)
-        self.keep = set()
+        super().__init__(a, "run-")
         self.proxy = None
         self.targets = [(name, addr, port) for name, addr, port in self.hosts]
-        self.env = dict(os.environ)
-        self.env.pop("SSH_AUTH_SOCK", None)
-        self.env["HOME"] = os.path.join(self.work, "home")  # no user ssh/ansible config leaks in
-        os.makedirs(self.env["HOME"])
         self.env["PATH"] = os.path.join(a.venv, "bin") + ":" + self.env.get("PATH", "")
 
     # -------------------------------------------------------------- latency proxy
@@ -380,21 +166,7 @@ class Bench:
                 f.write(f"    ({name!r}, {{'ssh_hostname': {addr!r}, 'ssh_port': {port}}}),\n")
             f.write("]\n")
         # ansible
-        self.ansible_inv = os.path.join(w, "ansible-inventory.ini")
-        with open(self.ansible_inv, "w") as f:
-            f.write("[fleet]\n")
-            for name, addr, port in t:
-                f.write(f"{name} ansible_host={addr} ansible_port={port}\n")
-            f.write(f"\n[fleet:vars]\nansible_user={self.user}\nansible_ssh_private_key_file={self.key}\n")
-        self.ansible_cfg = os.path.join(w, "ansible.cfg")
-        with open(self.ansible_cfg, "w") as f:
-            f.write(
-                "[defaults]\nhost_key_checking = False\ninterpreter_python = /usr/bin/python3\n"
-                f"forks = {n}\nlocal_tmp = {w}/ansible-tmp\n"
-                "[ssh_connection]\npipelining = True\n"
-                "ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null\n"
-            )
-        self.round_no = 0
+        self.write_ansible(t, False, "-o UserKnownHostsFile=/dev/null")
 
         V = lambda x: os.path.join(self.a.venv, "bin", x)  # noqa: E731
         self.tools = {
@@ -448,19 +220,6 @@ class Bench:
             return f"ansible: {ok} of {self.n} hosts CHANGED rc=0"
         return count_linux_lines(self.n, "ansible")(stdout, _stderr)
 
-    def ansible_env(self, env):
-        # A fresh ControlPath dir per run: no master from an earlier run can be reused
-        # (and measure() kills the masters this run left, once it exits).
-        self.round_no += 1
-        cp = os.path.join(self.work, f"ansible-cp-{self.round_no}")
-        os.makedirs(cp)
-        env = dict(env)
-        env["ANSIBLE_CONFIG"] = self.ansible_cfg
-        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = cp
-        env["ANSIBLE_HOME"] = os.path.join(self.work, "ansible-home")
-        env["ANSIBLE_NOCOLOR"] = "1"
-        return env
-
     def run_tool(self, name):
         t = self.tools[name]
         env = t["env"](self.env) if "env" in t else self.env
@@ -479,60 +238,17 @@ class Bench:
             self.setup()
             # agent pins host keys on first contact: one warm-up run per fleet (and per proxy
             # ports), so timed runs check pinned keys. Every other tool gets one untimed run too.
-            for name in self.tools:
-                r = self.run_tool(name)
-                status = "ok" if r.ok else "FAILED: " + r.err
-                print(f"warm-up {name}: {r.wall:.2f}s {status}", file=sys.stderr, flush=True)
-            if not os.path.exists(os.path.splitext(self.agent_inv)[0] + ".known_hosts"):
-                raise SystemExit("agent warm-up did not write its known_hosts beside the inventory")
-            names = list(self.tools)
-            samples = {k: [] for k in names}
-            errors = {k: [] for k in names}
-            for rnd, name in interleaved(names, a.rounds):
-                r = self.run_tool(name)
-                (samples if r.ok else errors)[name].append(r)
-                log_run(f"round {rnd + 1}/{a.rounds} {name:20s}", r)
+            samples, errors = self.timed_runs(os.path.splitext(self.agent_inv)[0] + ".known_hosts", 20)
         finally:
             self.stop_proxy()
         self.report(samples, errors, notes)
 
     def report(self, samples, errors, notes):
         a, n = self.a, self.n
-        med = {}
-        for k, rs in samples.items():
-            if rs:
-                med[k] = dict(
-                    wall=statistics.median(r.wall for r in rs),
-                    cpu=statistics.median(r.cpu for r in rs),
-                    rss=max(r.maxrss for r in rs) / 2**20,
-                    tree=max(r.tree_rss for r in rs) / 2**20,
-                )
-        anchors = [k for k in med if k != "agent"]
-        fastest = min(anchors, key=lambda k: med[k]["wall"]) if anchors else None
-        model = "?"
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        rows, med, fastest = anchor_table(self.tools, samples, errors)
         rtt = f"{a.rtt * 1e3:.0f} ms added RTT (user-space proxy)" if a.rtt else "no added latency"
-        out = []
-        out.append(f"### agent exec -- uname -a: {n} hosts, {rtt}, {a.rounds} rounds")
-        out.append("")
-        out.append(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} cores, {model}; "
-                   f"{platform.system()} {platform.release()}; CPU busy in the second before start {self.busy0:.0%}")
-        out.append("")
-        out.append("| tool | wall median (s) | vs fastest anchor | client CPU (s) | peak RSS (MB) | tree RSS (MB) |")
-        out.append("|---|---:|---:|---:|---:|---:|")
-        for k in self.tools:
-            if k not in med:
-                out.append(f"| {k} | ERROR | | | | |")
-                continue
-            m = med[k]
-            ratio = f"{m['wall'] / med[fastest]['wall']:.2f}×" if fastest else "-"
-            bad = f" ({len(errors[k])} failed runs)" if errors[k] else ""
-            out.append(f"| {k}{' (fastest anchor)' if k == fastest else ''}{bad} | {m['wall']:.3f} | {ratio} | "
-                       f"{m['cpu']:.2f} | {m['rss']:.0f} | {m['tree']:.0f} |")
-        out.append("")
+        out = [f"### agent exec -- uname -a: {n} hosts, {rtt}, {a.rounds} rounds", "",
+               fleet_machine_line(self.busy0), ""] + rows + [""]
         for k, es in errors.items():
             for e in es:
                 out.append(f"- ERROR {k}: {e.err} (run not counted)")
@@ -547,7 +263,7 @@ class Bench:
         if "agent" in med and fastest:
             ag, fa = med["agent"], med[fastest]
             wr, cr = ag["wall"] / fa["wall"], ag["cpu"] / fa["cpu"]
-            lowest = min(anchors, key=lambda k: med[k]["cpu"])
+            lowest = min((k for k in med if k != "agent"), key=lambda k: med[k]["cpu"])
             head = "Targets" if n >= 50 else "Targets (defined at 50 hosts; shown for reference)"
             out.append("")
             out.append(f"{head}, fastest anchor = {fastest}:")
@@ -556,27 +272,15 @@ class Bench:
             out.append(f"- client CPU ≤ 0.5× fastest anchor's: {ag['cpu']:.2f}s / {fa['cpu']:.2f}s = {cr:.2f}× → "
                        f"{'MET' if cr <= 0.5 else 'MISSED'}"
                        f" (lowest-CPU anchor {lowest}: {med[lowest]['cpu']:.2f}s, {ag['cpu'] / med[lowest]['cpu']:.2f}×)")
-        publish("\n".join(out) + "\n", a.report, None if a.keep_work else self.work)
+        self.publish(out)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fleet-dir", required=True)
-    ap.add_argument("--agent", required=True)
+    ap = fleet_parser(__doc__)
     ap.add_argument("--venv", required=True)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rtt", type=parse_duration, default=0.0, help="added round-trip time, e.g. 40ms")
-    ap.add_argument("--work-root", default="/var/tmp/agent-bench")
-    ap.add_argument("--tools", default="", help="comma-separated prefixes of anchors to run (agent always runs)")
-    ap.add_argument("--report", help="append the Markdown report to this file too")
-    ap.add_argument("--keep-work", action="store_true")
-    a = ap.parse_args()
-    if a.rounds < 1:
-        ap.error("--rounds must be at least 1")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
-    Bench(a).run()
+    run_fleet_bench(ap, Bench)
 
 
 if __name__ == "__main__":

@@ -37,14 +37,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+
+sys.dont_write_bytecode = True  # no __pycache__ in benches/
+from bench_common import (  # noqa: E402
+    finish, fmt_ms, http, log, log_errors, loadavg, machine_line, parse_servers, proc_field, run_wrk, sock_text,
+)
 
 BODY = b'{"text": "hello world"}'
 WORKER_ANSWER = {"input_text": "x", "probabilities": [0.5, 0.5]}
@@ -67,21 +68,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 ALONE = "workers alone"
 
 
-def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-def http(method, url, body=None, timeout=10):
-    req = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-
-
 def ms_of(text):
     """'50ms', '5ms', '0.5s', '500us' or a bare number of milliseconds."""
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
@@ -96,12 +82,6 @@ def seconds_of(text):
         if text.endswith(unit):
             return float(text[:-1]) * f
     return float(text)
-
-
-def fmt_ms(ms):
-    if ms < 1:
-        return f"{ms * 1000:.0f} µs"
-    return f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
 def fmt_s(ms):
@@ -188,34 +168,16 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def status_field(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def wrk(url, threads, conns, duration, lua, raw=None, before_end=None):
     """One wrk run; `before_end()` is called half a second before the run ends (while the
     load is steady: when wrk stops, its connections close and front doors free the slots of
     requests still at a worker) and its value is the result's "before_end"."""
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}", "--timeout", "10s", "--latency",
-           "-s", lua, url]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    snapshot = None
-    if before_end:
+    def during():
         time.sleep(max(0.0, seconds_of(duration) - 0.5))
-        snapshot = before_end()
-    stdout, stderr = p.communicate()
-    if raw:
-        with open(raw, "w") as f:
-            f.write(" ".join(cmd) + "\n" + stdout + stderr)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {stderr.strip()}")
+        return before_end()
+
+    stdout, snapshot = run_wrk(url, threads, conns, duration, ["--timeout", "10s", "--latency", "-s", lua], raw,
+                               during if before_end else None)
     line = next((l for l in stdout.splitlines() if l.startswith("WRKJSON ")), None)
     if line is None:
         raise ValueError("no WRKJSON line in wrk's output:\n" + stdout)
@@ -231,20 +193,6 @@ def wrk(url, threads, conns, duration, lua, raw=None, before_end=None):
 def slot_ms(timing, gaps):
     """A worker's time per request as the simulated workers saw it: service plus idle."""
     return (timing["service"]["mean_us"] + timing[gaps]["mean_us"]) / 1000.0
-
-
-def sock_text(sock):
-    if not any(sock):
-        return "none"
-    return ", ".join(f"{k} {v}" for k, v in zip(("connect", "read", "write", "timeout"), sock) if v)
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main():
@@ -265,11 +213,7 @@ def main():
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
 
-    servers = []
-    for s in args.server:
-        name, rest = s.rsplit("=", 1)
-        port, pid = rest.split(":")
-        servers.append({"name": name, "port": int(port), "pid": int(pid)})
+    servers = parse_servers(args.server)
     names = [s["name"] for s in servers]
     base = args.base or names[0]
     if base not in names or (args.served and args.served not in names):
@@ -294,19 +238,15 @@ def main():
         return "".join(ch if ch.isalnum() else "_" for ch in name)
 
     sim.set_service(services[0])
-    problems = [p for s in servers for p in check(s["name"], s["port"], s["name"] == args.served, worker_names)]
-    if problems:
-        for p in problems:
-            log("ERROR " + p)
+    if log_errors([p for s in servers for p in check(s["name"], s["port"], s["name"] == args.served, worker_names)]):
         return 1
     log(f"all front doors answer POST /new_request with 200 and the worker's JSON")
     for s in servers:
-        s["threads"] = status_field(s["pid"], "Threads")
+        s["threads"] = proc_field(s["pid"], "Threads")
         s["cpu0"] = proc_cpu_s(s["pid"])
     sim_cpu0 = proc_cpu_s(sim.pid)
 
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
+    load = loadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     errors = []
 
@@ -399,10 +339,10 @@ def main():
     sim.set_service(services[0])
     errors += [p for s in servers for p in check(s["name"], s["port"], s["name"] == args.served, worker_names)]
     for s in servers:
-        s["hwm"] = status_field(s["pid"], "VmHWM")
-        s["threads_end"] = status_field(s["pid"], "Threads")
+        s["hwm"] = proc_field(s["pid"], "VmHWM")
+        s["threads_end"] = proc_field(s["pid"], "Threads")
         s["cpu_total"] = proc_cpu_s(s["pid"]) - s["cpu0"]
-    sim_hwm, sim_cpu_total = status_field(sim.pid, "VmHWM"), proc_cpu_s(sim.pid) - sim_cpu0
+    sim_hwm, sim_cpu_total = proc_field(sim.pid, "VmHWM"), proc_cpu_s(sim.pid) - sim_cpu0
     orch_status = None
     if args.served:
         s = next(s for s in servers if s["name"] == args.served)
@@ -428,8 +368,7 @@ def main():
     out = [f"### {title}: the same FIFO queue in front of K={k} simulated workers (1 request each), "
            f"closed loop wrk -t{args.threads} -c{c} -d{args.duration}, {args.rounds} round{'s' * (args.rounds != 1)} interleaved",
            "",
-           f"{started:%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores (nproc), {cpu_model()}; "
-           f"Linux {platform.release()}; load average before start {load}",
+           machine_line(started, load),
            "",
            f"Closed loop: {c} connections each send POST /new_request again as soon as the answer comes, "
            f"so {c - k} requests wait in the queue. Ideal throughput K/S; expected latency by Little's law "
@@ -539,14 +478,7 @@ def main():
                    f"{orch_status.get('failed')}, rejected {orch_status.get('rejected')}; per worker served "
                    f"{min(w['served'] for w in ws):,}–{max(w['served'] for w in ws):,}, failures "
                    f"{sum(w['failures'] for w in ws)}.")
-    for n in args.note:
-        out.append(f"- {n}")
-    if errors:
-        out.append("")
-        for e in errors:
-            out.append(f"- ERROR: {e}")
-    print("\n".join(out))
-    return 1 if errors else 0
+    return finish(out, args.note, errors)
 
 
 if __name__ == "__main__":

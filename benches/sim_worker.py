@@ -60,16 +60,8 @@ OK_ANSWER = response(200, ANSWER)
 class Sim:
     def __init__(self, k, service_ms):
         self.service = service_ms / 1000.0
-        self.served = [0] * k
         self.in_flight = [0] * k
-        self.max_in_flight = [0] * k
-        self.bad_bodies = 0
-        self.connections = [0] * k
-        self.last_answer = [None] * k
-        self.gaps = []
-        self.conn_gaps = []
-        self.service_times = []
-        self.reset_at = 0.0
+        self.reset()
 
     def timing(self):
         def summary(seconds):
@@ -94,7 +86,7 @@ class Sim:
         }
 
     def reset(self):
-        k = len(self.served)
+        k = len(self.in_flight)
         self.served = [0] * k
         self.max_in_flight = list(self.in_flight)
         self.bad_bodies = 0

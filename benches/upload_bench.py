@@ -10,7 +10,7 @@ interleaved (round-robin, the starting tool rotating each round) after one untim
 run each. Before every run the remote file is removed and the machine's dirty pages are
 written back (`sync`, untimed), so no run pays for the one before; after every run the
 remote sha256 must equal the local one, or the run is reported as an error, never as a time.
-Wall time, client CPU and RSS are measured as in exec_bench.py (whose helpers this imports),
+Wall time, client CPU and RSS are measured as in exec_bench.py (bench_common.measure),
 with clean_rss.
 
 The anchors: sftp's `put` with OpenSSH's defaults (what users have), the same with
@@ -18,44 +18,26 @@ The anchors: sftp's `put` with OpenSSH's defaults (what users have), the same wi
 `put -f`, which fsyncs the file on the host at the end, as agent copy does.
 """
 
-import argparse
-import ctypes
-import datetime
 import os
-import platform
 import re
-import statistics
 import subprocess
 import sys
-import tempfile
-import tomllib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in benches/
-import exec_bench as eb  # noqa: E402  (measure, machine_busy, PR_SET_CHILD_SUBREAPER)
+from bench_common import (  # noqa: E402
+    FleetBench, fleet_machine_line, fleet_parser, machine_busy, measure, medians, run_fleet_bench, sha256,
+)
 
 DEST = "/tmp/agent-bench-upload.bin"
 BASELINE = "sftp (put)"
 
 
-class Bench:
+class Bench(FleetBench):
     def __init__(self, a):
-        self.a = a
-        self.work = tempfile.mkdtemp(prefix="upload-", dir=a.work_root)
-        self.inv_path = os.path.join(a.fleet_dir, "inventory.toml")
-        inv = tomllib.load(open(self.inv_path, "rb"))
-        self.key = os.path.join(a.fleet_dir, "labsuser.pem")
-        self.user = inv.get("defaults", {}).get("user", "ubuntu")
-        h = inv["hosts"][0]
-        self.name, self.addr, self.port = h["name"], h["address"], h.get("port", 22)
-        self.keep = set()
-        self.env = dict(os.environ)
-        self.env.pop("SSH_AUTH_SOCK", None)
-        self.env["HOME"] = os.path.join(self.work, "home")  # no user ssh config leaks in
-        os.makedirs(self.env["HOME"])
+        super().__init__(a, "upload-")
+        self.name, self.addr, self.port = self.hosts[0]
         self.size = os.path.getsize(a.file)
-        self.sha = eb.sha256(a.file)
+        self.sha = sha256(a.file)
         # OpenSSH: the same key as agent, and host keys checked against a known_hosts file in
         # this run's work dir: StrictHostKeyChecking=accept-new records the key on first
         # contact (the warm-up), later runs check it. agent pins keys beside the inventory.
@@ -92,7 +74,7 @@ class Bench:
 
     def run_tool(self, name):
         self.prepare()
-        r = eb.measure(self.tools[name], self.env, None, self.keep, lambda o, e: None, clean_rss=True)
+        r = measure(self.tools[name], self.env, None, self.keep, lambda o, e: None, clean_rss=True)
         if r.ok:
             p = self.ssh(f"stat -c %s {DEST} && sha256sum {DEST}", check=False)
             got = p.stdout.split()
@@ -109,42 +91,18 @@ class Bench:
         return m.group(1) if m else "?"
 
     def run(self):
-        a = self.a
-        self.busy0 = eb.machine_busy()
+        self.busy0 = machine_busy()
         self.setup()
-        for name in self.tools:
-            r = self.run_tool(name)
-            print(f"warm-up {name}: {r.wall:.2f}s {'ok' if r.ok else 'FAILED: ' + r.err}", file=sys.stderr, flush=True)
-        if not os.path.exists(os.path.join(a.fleet_dir, "inventory.known_hosts")):
-            raise SystemExit("agent warm-up did not write its known_hosts beside the inventory")
-        names = list(self.tools)
-        samples = {k: [] for k in names}
-        errors = {k: [] for k in names}
-        for rnd, name in eb.interleaved(names, a.rounds):
-            r = self.run_tool(name)
-            (samples if r.ok else errors)[name].append(r)
-            speed = f" ({self.size / r.wall / 1e6:6.0f} MB/s)" if r.wall else ""
-            eb.log_run(f"round {rnd + 1}/{a.rounds} {name:24s}", r, speed)
+        samples, errors = self.timed_runs(os.path.join(self.a.fleet_dir, "inventory.known_hosts"), 24,
+                                          lambda r: f" ({self.size / r.wall / 1e6:6.0f} MB/s)" if r.wall else "")
         self.prepare()
         self.report(samples, errors)
 
     def report(self, samples, errors):
         a = self.a
-        med = {}
-        for k, rs in samples.items():
-            if rs:
-                med[k] = dict(wall=statistics.median(r.wall for r in rs), cpu=statistics.median(r.cpu for r in rs),
-                              rss=max(r.maxrss for r in rs) / 2**20, tree=max(r.tree_rss for r in rs) / 2**20,
-                              walls=sorted(r.wall for r in rs))
-        model = "?"
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        out = [f"### upload: one {self.size / 1e6:.0f} MB file (random bytes) to one host, {a.rounds} rounds", ""]
-        out.append(f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} cores, {model}; "
-                   f"{platform.system()} {platform.release()}; CPU busy in the second before start {self.busy0:.0%}")
-        out.append("")
+        med = medians(samples)
+        out = [f"### upload: one {self.size / 1e6:.0f} MB file (random bytes) to one host, {a.rounds} rounds", "",
+               fleet_machine_line(self.busy0), ""]
         out.append(f"| tool | wall median (s) | MB/s | vs {BASELINE} | client CPU (s) | peak RSS (MB) | tree RSS (MB) | all walls (s) |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---|")
         base = med.get(BASELINE)
@@ -155,8 +113,9 @@ class Bench:
             m = med[k]
             ratio = f"{m['wall'] / base['wall']:.2f}×" if base else "-"
             bad = f" ({len(errors[k])} failed runs)" if errors[k] else ""
+            walls = ", ".join(f"{w:.2f}" for w in sorted(r.wall for r in samples[k]))
             out.append(f"| {k}{bad} | {m['wall']:.3f} | {self.size / m['wall'] / 1e6:.0f} | {ratio} | {m['cpu']:.2f} | "
-                       f"{m['rss']:.0f} | {m['tree']:.0f} | {', '.join(f'{w:.2f}' for w in m['walls'])} |")
+                       f"{m['rss']:.0f} | {m['tree']:.0f} | {walls} |")
         out.append("")
         for k, es in errors.items():
             for e in es:
@@ -176,25 +135,14 @@ class Bench:
             out += ["", f"Target: agent at least 0.9× sftp's speed (wall ratio ≤ 1.11): "
                         f"{med['agent']['wall']:.3f}s / {base['wall']:.3f}s = {r:.2f}× "
                         f"(speed {1 / r:.2f}×) → {'MET' if r <= 1 / 0.9 else 'MISSED'}"]
-        eb.publish("\n".join(out) + "\n", a.report, None if a.keep_work else self.work)
+        self.publish(out)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fleet-dir", required=True)
-    ap.add_argument("--agent", required=True)
+    ap = fleet_parser(__doc__)
     ap.add_argument("--file", required=True, help="the local file to upload")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--work-root", default="/var/tmp/agent-bench")
-    ap.add_argument("--report", help="append the Markdown report to this file too")
-    ap.add_argument("--keep-work", action="store_true")
-    a = ap.parse_args()
-    if a.rounds < 1:
-        ap.error("--rounds must be at least 1")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(eb.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
-    Bench(a).run()
+    run_fleet_bench(ap, Bench, tools=False)
 
 
 if __name__ == "__main__":

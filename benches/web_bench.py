@@ -19,29 +19,18 @@ the server's process and all its descendants (gunicorn's master and workers).
 import argparse
 import datetime
 import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
+
+sys.dont_write_bytecode = True  # no __pycache__ in benches/
+from bench_common import (  # noqa: E402
+    descendants, finish, fmt_ms, http, log, log_errors, loadavg, machine_line, parse_servers, proc_field, run_wrk,
+    sock_text, tree_memory,
+)
 
 ROUTES = ("/", "/cluster1", "/cluster2")
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-def fetch(url, timeout=5):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
 
 
 def check(name, port, expect):
@@ -50,60 +39,13 @@ def check(name, port, expect):
     for route in ROUTES:
         url = f"http://127.0.0.1:{port}{route}"
         try:
-            status, body = fetch(url)
+            status, body = http("GET", url, timeout=5)
         except OSError as e:
             problems.append(f"{name} {url}: {e}")
             continue
         if status != 200 or body != expect:
             problems.append(f"{name} {url}: {status} {body[:120]!r}, expected 200 {expect!r}")
     return problems
-
-
-def descendants(pid):
-    """pid and every process below it (gunicorn: the master and its workers)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def status_kb(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def pss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def threads_of(pid):
-    return status_kb(pid, "Threads")
 
 
 def parse_wrk(text):
@@ -122,27 +64,8 @@ def parse_wrk(text):
 
 
 def wrk(port, conns, args, duration, raw=None):
-    cmd = ["wrk", f"-t{args.threads}", f"-c{conns}", f"-d{duration}", "--latency",
-           f"http://127.0.0.1:{port}{args.path}"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if raw:
-        with open(raw, "w") as f:
-            f.write(" ".join(cmd) + "\n" + p.stdout + p.stderr)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()}")
-    return parse_wrk(p.stdout)
-
-
-def fmt_ms(ms):
-    return f"{ms * 1000:.0f} µs" if ms < 1 else f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    stdout, _ = run_wrk(f"http://127.0.0.1:{port}{args.path}", args.threads, conns, duration, ["--latency"], raw)
+    return parse_wrk(stdout)
 
 
 def main():
@@ -158,28 +81,20 @@ def main():
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
 
-    servers = []
-    for s in args.server:
-        name, rest = s.rsplit("=", 1)
-        port, pid = rest.split(":")
-        servers.append({"name": name, "port": int(port), "pid": int(pid)})
+    servers = parse_servers(args.server)
     conns = [int(c) for c in args.conns.split(",")]
     base = servers[0]["name"]
     if args.raw:
         os.makedirs(args.raw, exist_ok=True)
 
-    problems = [p for s in servers for p in check(s["name"], s["port"], args.expect)]
-    if problems:
-        for p in problems:
-            log("ERROR " + p)
+    if log_errors([p for s in servers for p in check(s["name"], s["port"], args.expect)]):
         return 1
     log(f"all servers answer {args.expect!r} on {', '.join(ROUTES)}")
     for s in servers:
         s["procs"] = descendants(s["pid"])
-        s["threads"] = sum(threads_of(p) for p in s["procs"])
+        s["threads"] = sum(proc_field(p, "Threads") for p in s["procs"])
 
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
+    load = loadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
 
     for c in conns:
@@ -200,23 +115,15 @@ def main():
                     errors.append(f"{s['name']} -c{c} round {r}: {res['non2xx']} non-2xx answers")
                 results[(s["name"], c)].append(res)
 
-    problems = [p for s in servers for p in check(s["name"], s["port"], args.expect)]
-    errors += problems
+    errors += [p for s in servers for p in check(s["name"], s["port"], args.expect)]
     for s in servers:
-        now = descendants(s["pid"])
-        if sorted(now) != sorted(s["procs"]):
-            errors.append(f"{s['name']}: processes changed during the run ({s['procs']} -> {now}); RSS is partial")
-        s["hwm"] = sum(status_kb(p, "VmHWM") for p in now)
-        s["pss"] = sum(pss_kb(p) for p in now)
-        s["nprocs"] = len(now)
+        tree_memory(s, errors)
 
-    ncpu = os.cpu_count()
     out = []
     out.append(f"### agent-web vs Flask+gunicorn: wrk -t{args.threads} -d{args.duration} --latency "
                f"GET {args.path}, {args.rounds} rounds interleaved")
     out.append("")
-    out.append(f"{started:%Y-%m-%d %H:%M} UTC; {ncpu} cores (nproc), {cpu_model()}; "
-               f"Linux {platform.release()}; load average before start {load}")
+    out.append(machine_line(started, load))
     out.append("")
     out.append(f"| server | connections | req/s (median) | p99 (median) | ratio req/s vs {base} | socket errors |")
     out.append("| --- | ---: | ---: | ---: | ---: | --- |")
@@ -227,23 +134,14 @@ def main():
             rps = statistics.median(x["rps"] for x in rs)
             p99 = statistics.median(x["p99_ms"] for x in rs)
             sock = [sum(x["sock"][i] for x in rs) for i in range(4)]
-            sock_s = "none" if not any(sock) else ", ".join(
-                f"{k} {v}" for k, v in zip(("connect", "read", "write", "timeout"), sock) if v)
-            out.append(f"| {s['name']} | {c} | {rps:,.0f} | {fmt_ms(p99)} | {rps / base_rps:.2f}× | {sock_s} |")
+            out.append(f"| {s['name']} | {c} | {rps:,.0f} | {fmt_ms(p99)} | {rps / base_rps:.2f}× | {sock_text(sock)} |")
     out.append("")
     out.append("| server | processes | threads | peak RSS (MB, sum of VmHWM) | PSS at end (MB) |")
     out.append("| --- | ---: | ---: | ---: | ---: |")
     for s in servers:
         out.append(f"| {s['name']} | {s['nprocs']} | {s['threads']} | {s['hwm'] / 1024:.1f} | {s['pss'] / 1024:.1f} |")
     out.append("")
-    for n in args.note:
-        out.append(f"- {n}")
-    if errors:
-        out.append("")
-        for e in errors:
-            out.append(f"- ERROR: {e}")
-    print("\n".join(out))
-    return 1 if errors else 0
+    return finish(out, args.note, errors)
 
 
 if __name__ == "__main__":

@@ -48,59 +48,15 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in benches/
+from bench_common import descendants, finish, log, loadavg, parse_servers, proc_field, tree_memory  # noqa: E402
+
 # Words that are one token in bert-base-uncased's vocabulary and in the benchmark model's.
 WORDS = ("the", "model", "worker", "hello", "world", "test", "and", "this", "is", "of")
 
 
-def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
 class BenchError(Exception):
     pass
-
-
-def descendants(pid):
-    """pid and every process below it (gunicorn: the master and its worker)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def status_kb(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def pss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def free_port():
@@ -315,11 +271,7 @@ def main():
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
 
-    servers = []
-    for s in args.server:
-        name, rest = s.rsplit("=", 1)
-        port, pid = rest.split(":")
-        servers.append({"name": name, "port": int(port), "pid": int(pid)})
+    servers = parse_servers(args.server)
     names = [s["name"] for s in servers]
     starts = {}
     for s in args.start:
@@ -353,8 +305,7 @@ def main():
         answers[(server, n)].append(got)
         return got
 
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
+    load = loadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     clients = {s["name"]: Client(s["port"]) for s in servers}
     for s in servers:
@@ -411,16 +362,9 @@ def main():
                 errors.append(f"{s['name']} {n} tokens: {bad} answers differ from {base}'s {ref} by more than "
                               f"{args.tolerance:g}")
 
-    with open("/proc/loadavg") as f:
-        load_after = f.read().split()[0]
+    load_after = loadavg()
     for s in servers:
-        now = descendants(s["pid"])
-        if sorted(now) != sorted(s["procs"]):
-            errors.append(f"{s['name']}: processes changed during the run ({s['procs']} -> {now}); RSS is partial")
-        s["hwm"] = sum(status_kb(p, "VmHWM") for p in now)
-        s["pss"] = sum(pss_kb(p) for p in now)
-        s["nprocs"] = len(now)
-        s["threads"] = sum(status_kb(p, "Threads") for p in now)
+        s["threads"] = sum(proc_field(p, "Threads") for p in tree_memory(s, errors))
         c = clients[s["name"]]
         s["keepalive"] = c.opened <= 1
         s["conn_note"] = (f"one persistent connection ({c.reused + c.opened} requests)" if c.opened <= 1
@@ -500,14 +444,7 @@ def main():
                    f"/run_model ({lengths[0]} tokens, sent every 5 ms), once per round, each a fresh start "
                    "(model file already in the page cache). Peak RSS is the long-running servers', "
                    "after all the timed requests.")
-    for n in args.note:
-        out.append(f"- {n}")
-    if errors:
-        out.append("")
-        for e in errors:
-            out.append(f"- ERROR: {e}")
-    print("\n".join(out))
-    return 1 if errors else 0
+    return finish(out, args.note, errors)
 
 
 def on_term(signum, frame):
