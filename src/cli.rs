@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +64,14 @@ enum Command {
     /// Measure a deployment as the course's benchmark did.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Fetch an EC2 deployment's CloudWatch metrics over a bench's window (instances' CPU and
+    /// network out, the load balancer's and each target group's request count and response
+    /// time, period 60 s), waiting until CloudWatch has posted them; save CSV, JSON, charts
+    /// and add them to the bench's report.
+    ///
+    /// Exit status: 0 the window is covered, 2 CloudWatch had not covered it by --wait
+    /// (what it had is saved), 130 interrupted, 1 bad input.
+    Metrics(MetricsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +82,87 @@ enum BenchCommand {
     ///
     /// Exit status: 0 every request answered, 2 some failed, 130 interrupted, 1 bad input.
     Inference(BenchInferenceArgs),
+    /// The course's Lab 1 benchmark against the load balancer: per cluster path, thread A
+    /// sends 1000 GETs one after another, thread B 500, pauses 60 s, then 1000 more; all at
+    /// once. Saves every request, HDR percentiles, which instance answered, charts and a
+    /// report; on EC2 then fetches the CloudWatch metrics of the window (see `agent metrics`).
+    ///
+    /// Exit status: 0 all answered by their cluster's instances, 2 errors or answers from
+    /// another cluster, 130 interrupted, 1 bad input.
+    Clusters(BenchClustersArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchClustersArgs {
+    /// The inventory the deployment runs on (the local fleet): the balancer host, and which
+    /// host should answer which path. Without it: the EC2 deployment (see --deployment).
+    #[arg(short = 'i', long, value_name = "FILE", env = "AGENT_INVENTORY")]
+    inventory: Option<PathBuf>,
+    /// Send the requests here instead (http://HOST[:PORT]); paths come from the spec.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The EC2 deployment: its load balancer and instances, and its CloudWatch metrics
+    /// afterwards [default: the spec's name, unless -i or --url is given].
+    #[arg(long, value_name = "NAME")]
+    deployment: Option<String>,
+    /// AWS region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long)]
+    region: Option<String>,
+    /// The spec whose balancer routes are the cluster paths.
+    #[arg(long, default_value = "clusters", value_name = "SPEC")]
+    spec: String,
+    /// Multiply the request counts and the pause (0.01: 10, 5 + 10 requests, 0.6 s pause).
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    scale: f64,
+    /// Thread B's pause [default: 60 s × scale].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pause: Option<Duration>,
+    /// Per request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// The results folder [default: bench/clusters-YYYYMMDD-HHMMSS].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// On EC2, skip the CloudWatch metrics.
+    #[arg(long)]
+    no_metrics: bool,
+    /// How long to wait for CloudWatch to post the window's data points.
+    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    metrics_wait: Duration,
+    /// Print the summary as one JSON object (no progress bars).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct MetricsArgs {
+    /// The EC2 deployment (a spec name, or what --name gave deploy).
+    deployment: String,
+    /// A bench's results folder: its window, and where the metrics go.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "since",
+        conflicts_with = "since"
+    )]
+    bench: Option<PathBuf>,
+    /// Or the window: RFC 3339 times, e.g. 2026-11-22T14:00:00Z.
+    #[arg(long, value_name = "TIME", requires = "until")]
+    since: Option<String>,
+    #[arg(long, value_name = "TIME", requires = "since")]
+    until: Option<String>,
+    /// AWS region [default: from AWS_REGION or ~/.aws/config].
+    #[arg(long)]
+    region: Option<String>,
+    /// Where to save [default: the --bench folder, or metrics/DEPLOYMENT-YYYYMMDD-HHMMSS].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Give up waiting for CloudWatch after this long (what it had is saved).
+    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    wait: Duration,
+    /// No progress line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +186,9 @@ struct BenchInferenceArgs {
     /// Per request, time in the orchestrator's queue included.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
+    /// The results folder [default: bench/inference-YYYYMMDD-HHMMSS].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -336,6 +428,10 @@ impl Cli {
             Command::Bench(BenchCommand::Inference(args)) => {
                 Ok(Settings::BenchInference(resolve_bench_inference(args)?))
             }
+            Command::Bench(BenchCommand::Clusters(args)) => {
+                Ok(Settings::BenchClusters(Box::new(resolve_bench_clusters(args)?)))
+            }
+            Command::Metrics(args) => resolve_metrics(args),
             Command::Plan(args) => {
                 let spec = Spec::load(&args.spec)?;
                 let hosts = inventory::load(&args.inventory)?;
@@ -526,7 +622,8 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
     })
 }
 
-fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<crate::bench::InferenceBench> {
+fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<crate::bench::inference::InferenceBench> {
+    let mut deployment = crate::bench::Deployment::default();
     let url = match (args.url, &args.inventory) {
         (Some(url), _) => {
             if !url.starts_with("http://") {
@@ -546,18 +643,179 @@ fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<crate::be
             let Some(h) = hosts.iter().find(|h| h.role.as_deref() == Some(role.as_str())) else {
                 bail!("{}: no host has role {role:?}; pass --url instead", inventory.display());
             };
+            deployment = fleet_deployment(&spec, inventory, &hosts);
             format!("http://{}:{port}", h.address)
         }
         (None, None) => bail!("which orchestrator? pass --url http://HOST or -i INVENTORY"),
     };
-    Ok(crate::bench::InferenceBench {
+    Ok(crate::bench::inference::InferenceBench {
         url,
         concurrency: usize::from(args.concurrency),
         requests: args.requests as usize,
         text: args.text,
         timeout: args.timeout,
         json: args.json,
+        out: args.out,
+        deployment,
     })
+}
+
+/// The report's description of a deployment on the local fleet.
+fn fleet_deployment(spec: &Spec, inventory: &Path, hosts: &[Host]) -> crate::bench::Deployment {
+    crate::bench::Deployment {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        place: format!("local fleet, inventory {}", inventory.display()),
+        instances: hosts
+            .iter()
+            .map(|h| crate::bench::Instance {
+                id: h.name.clone(),
+                name: h.name.clone(),
+                role: h.role.clone().unwrap_or_default(),
+                instance_type: "static host".into(),
+                address: h.address.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::bench::clusters::ClustersBench> {
+    if !(args.scale.is_finite() && args.scale > 0.0 && args.scale <= 100.0) {
+        bail!(
+            "--scale {}: give a factor above 0 and at most 100 (0.01 for a quick run)",
+            args.scale
+        );
+    }
+    if args.timeout.is_zero() {
+        bail!("--timeout must be more than zero (every request is bounded)");
+    }
+    let spec = Spec::load(&args.spec)?;
+    let Some(balancer) = &spec.balancer else {
+        bail!(
+            "spec {} has no load balancer routes to bench; use a spec with [balancer] (e.g. clusters)",
+            spec.name
+        );
+    };
+    let mut clusters: Vec<(String, std::collections::BTreeSet<String>)> = balancer
+        .routes
+        .iter()
+        .map(|r| (r.path.clone(), Default::default()))
+        .collect();
+    let mut base = match args.url {
+        Some(url) if !url.starts_with("http://") => {
+            bail!("--url {url:?}: give the load balancer as http://HOST[:PORT]")
+        }
+        other => other,
+    };
+    let mut deployment = crate::bench::Deployment {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        ..Default::default()
+    };
+    if let Some(inventory) = &args.inventory {
+        let hosts = inventory::load(inventory)?;
+        let Some(lb) = hosts.iter().find(|h| h.role.as_deref() == Some(balancer.role.as_str())) else {
+            bail!(
+                "{}: no host has role {:?} (the load balancer); pass --url instead",
+                inventory.display(),
+                balancer.role
+            );
+        };
+        base.get_or_insert_with(|| format!("http://{}:{}", lb.address, balancer.port));
+        for ((_, expected), route) in clusters.iter_mut().zip(&balancer.routes) {
+            expected.extend(
+                hosts
+                    .iter()
+                    .filter(|h| h.role.as_deref() == Some(route.role.as_str()))
+                    .map(|h| h.name.clone()),
+            );
+        }
+        deployment = fleet_deployment(&spec, inventory, &hosts);
+    }
+    // On EC2 (no inventory; no --url unless --deployment names it): the load balancer, the
+    // instances and the metrics come from AWS.
+    let ec2 = match (&args.inventory, &base, args.deployment) {
+        (None, None, d) => Some(d.unwrap_or_else(|| spec.name.clone())),
+        (_, _, Some(d)) => Some(d),
+        _ => None,
+    };
+    let ec2 = ec2
+        .map(|d| {
+            check_deployment_name(&d).map(|deployment| crate::metrics::MetricsSettings {
+                deployment,
+                region: args.region.clone(),
+                wait: args.metrics_wait,
+            })
+        })
+        .transpose()?;
+    Ok(crate::bench::clusters::ClustersBench {
+        base,
+        routes: balancer
+            .routes
+            .iter()
+            .map(|r| (r.path.clone(), r.role.clone()))
+            .collect(),
+        clusters,
+        scale: args.scale,
+        pause: args.pause,
+        timeout: args.timeout,
+        out: args.out,
+        json: args.json,
+        deployment,
+        ec2,
+        metrics: !args.no_metrics,
+    })
+}
+
+fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
+    let deployment = check_deployment_name(&args.deployment)?;
+    let (window, out) = match (&args.bench, &args.since, &args.until) {
+        (Some(dir), _, _) => {
+            let path = dir.join("summary.json");
+            let summary: crate::bench::Summary = serde_json::from_slice(
+                &std::fs::read(&path).with_context(|| format!("--bench {}: no bench results there", dir.display()))?,
+            )
+            .with_context(|| format!("{} is not a bench summary", path.display()))?;
+            let window = crate::metrics::Window {
+                start: rfc3339(&summary.started, "summary.json started")?,
+                end: rfc3339(&summary.ended, "summary.json ended")?,
+            };
+            (window, args.out.clone().unwrap_or_else(|| dir.clone()))
+        }
+        (None, Some(since), Some(until)) => {
+            let window = crate::metrics::Window {
+                start: rfc3339(since, "--since")?,
+                end: rfc3339(until, "--until")?,
+            };
+            let stamp = crate::bench::default_out(&deployment, SystemTime::now());
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("metrics").join(stamp.file_name().expect("a stamped folder name")));
+            (window, out)
+        }
+        _ => bail!("which window? pass --bench DIR (a bench's results) or --since TIME --until TIME"),
+    };
+    if window.end <= window.start {
+        bail!("the window ends before it starts: --until must be after --since");
+    }
+    Ok(Settings::Metrics {
+        metrics: crate::metrics::MetricsSettings {
+            deployment,
+            region: args.region,
+            wait: args.wait,
+        },
+        window,
+        out,
+        json: args.json,
+    })
+}
+
+/// Unix seconds of an RFC 3339 time.
+fn rfc3339(s: &str, what: &str) -> anyhow::Result<i64> {
+    aws_smithy_types::DateTime::from_str(s.trim(), aws_smithy_types::date_time::Format::DateTime)
+        .map(|t| t.secs())
+        .map_err(|_| anyhow::anyhow!("{what} {s:?} is not an RFC 3339 time (e.g. 2026-11-22T14:00:00Z)"))
 }
 
 /// `--model`: a URL the workers fetch from, or a local model folder whose files are uploaded.

@@ -280,3 +280,59 @@ pub async fn status(deployment: &str, region: Option<&str>, json: bool) -> anyho
     }
     Ok(0)
 }
+
+/// What `agent bench clusters` needs of an EC2 deployment.
+pub struct BenchTarget {
+    /// `http://DNS` of its load balancer.
+    pub url: Option<String>,
+    /// Per route path, the ids of the instances of the route's role.
+    pub clusters: Vec<(String, std::collections::BTreeSet<String>)>,
+    pub deployment: crate::bench::Deployment,
+}
+
+pub async fn bench_target(
+    m: &crate::metrics::MetricsSettings,
+    routes: &[(String, String)],
+) -> anyhow::Result<BenchTarget> {
+    let aws = Aws::connect(m.region.as_deref()).await?;
+    let status = teardown::status(&aws, &m.deployment).await?;
+    if status.instances.is_empty() {
+        anyhow::bail!(
+            "deployment {} has no instances in {}: deploy it first, or pass -i INVENTORY for the local fleet",
+            m.deployment,
+            aws.region
+        );
+    }
+    let clusters = routes
+        .iter()
+        .map(|(path, role)| {
+            let ids = status
+                .instances
+                .iter()
+                .filter(|i| i.role == *role)
+                .map(|i| i.id.clone())
+                .collect();
+            (path.clone(), ids)
+        })
+        .collect();
+    Ok(BenchTarget {
+        url: status.load_balancers.first().map(|lb| format!("http://{}", lb.dns)),
+        clusters,
+        deployment: crate::bench::Deployment {
+            name: m.deployment.clone(),
+            description: String::new(),
+            place: format!("EC2 {}", aws.region),
+            instances: status
+                .instances
+                .iter()
+                .map(|i| crate::bench::Instance {
+                    id: i.id.clone(),
+                    name: i.name.clone(),
+                    role: i.role.clone(),
+                    instance_type: i.instance_type.clone(),
+                    address: i.public_dns.clone().or(i.private_ip.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        },
+    })
+}

@@ -21,6 +21,9 @@
 //!   labs' `clusters` and `inference` are built in (`remote/specs/`).
 //! - [`plan`]: what a deployment does on each host, as pure data (`agent plan` prints it).
 //! - [`balancer`]: the HAProxy config of the load-balancer host off AWS.
+//! - [`bench`]: the course's benchmarks (a load generator; results per request, HDR
+//!   percentiles, per instance); [`metrics`]: CloudWatch over a bench's window
+//!   ([`aws::metrics`] asks); [`chart`] draws PNG/SVG; [`report`] writes `report.md`.
 //! - [`unit`]: systemd units, environment files and run scripts for the remote programs
 //!   (askama templates in `remote/templates/`).
 //!
@@ -30,6 +33,7 @@ pub mod artifact;
 pub mod aws;
 pub mod balancer;
 pub mod bench;
+pub mod chart;
 pub mod cli;
 pub mod cloud;
 pub mod cloud_init;
@@ -38,9 +42,11 @@ pub mod deploy;
 pub mod event;
 pub mod inventory;
 pub mod job;
+pub mod metrics;
 pub mod plan;
 pub mod record;
 pub mod render;
+pub mod report;
 pub mod session;
 pub mod settings;
 pub mod spec;
@@ -115,7 +121,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             region,
             json,
         } => cloud::status(&deployment, region.as_deref(), json).await,
-        Settings::BenchInference(b) => bench::run(b, cancel).await,
+        Settings::BenchInference(b) => bench::inference::run(b, cancel).await,
+        Settings::BenchClusters(b) => bench::clusters::run(*b, cancel).await,
+        Settings::Metrics {
+            metrics,
+            window,
+            out,
+            json,
+        } => {
+            let status = metrics::fetch(&metrics, window, &out, json, cancel).await?;
+            if !json {
+                println!(
+                    "metrics: {} (metrics.csv, metrics.json, charts, report.md)",
+                    out.display()
+                );
+            }
+            Ok(status)
+        }
         Settings::Plan { plan, json } => {
             render::plan(&plan, json)?;
             Ok(0)

@@ -33,7 +33,16 @@ pub enum Settings {
         known_hosts: PathBuf,
     },
     /// Load the inference deployment's orchestrator and summarise.
-    BenchInference(crate::bench::InferenceBench),
+    BenchInference(crate::bench::inference::InferenceBench),
+    /// The course's Lab 1 benchmark against the load balancer.
+    BenchClusters(Box<crate::bench::clusters::ClustersBench>),
+    /// CloudWatch metrics over a window, saved into `out`.
+    Metrics {
+        metrics: crate::metrics::MetricsSettings,
+        window: crate::metrics::Window,
+        out: PathBuf,
+        json: bool,
+    },
     Status {
         deployment: String,
         region: Option<String>,

@@ -602,3 +602,162 @@ fn bad_input_gets_one_line_and_creates_nothing() {
     c.args(["terminate", "clusters"]);
     one_line(&run(c), "AWS refused the credentials");
 }
+
+#[test]
+fn metrics_are_the_series_the_course_graphs_need() {
+    assert_eq!(common::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+    let moto = Moto::start(&[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // An hour ago, on a 5-minute boundary (basic EC2 monitoring's period).
+    let start = (now - 3600) / 300 * 300;
+    let seed = moto.fixture(&["metrics-seed", "--deployment", "labm", "--start", &start.to_string()]);
+    let state = tempfile::tempdir().unwrap();
+    let out = state.path().join("metrics");
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args(["metrics", "labm", "--since", &common::rfc3339(start)]);
+    c.args([
+        "--until",
+        &common::rfc3339(start + 90),
+        "--wait",
+        "30s",
+        "--json",
+        "--out",
+    ]);
+    c.arg(&out);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    let series: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let find = |metric: &str, dims: &[(&str, &str)]| {
+        let want: Vec<serde_json::Value> = dims.iter().map(|(k, v)| serde_json::json!([k, v])).collect();
+        let s = series
+            .iter()
+            .find(|s| s["metric"] == metric && s["dimensions"].as_array().unwrap() == &want)
+            .unwrap_or_else(|| panic!("no {metric} {dims:?} in {series:#?}"));
+        let points: Vec<(i64, f64)> = s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_i64().unwrap() - start, p[1].as_f64().unwrap()))
+            .collect();
+        (
+            s["stat"].as_str().unwrap().to_owned(),
+            s["label"].as_str().unwrap().to_owned(),
+            points,
+        )
+    };
+    let i1 = seed["instances"]["cluster1"].as_str().unwrap();
+    let lb = seed["load_balancer"].as_str().unwrap();
+    let tg1 = seed["target_groups"]["cluster1"].as_str().unwrap();
+    let tg2 = seed["target_groups"]["cluster2"].as_str().unwrap();
+    // The real dimension forms, taken from the ARNs.
+    assert!(lb.starts_with("app/labm/"), "{lb}");
+    assert!(tg1.starts_with("targetgroup/labm-cluster1/"), "{tg1}");
+    // Two points in the first minute: CPU is their average, counts and bytes their sum.
+    assert_eq!(
+        find("CPUUtilization", &[("InstanceId", i1)]),
+        (
+            "Average".into(),
+            format!("cluster1-0 ({i1})"),
+            vec![(0, 30.0), (60, 50.0)]
+        )
+    );
+    assert_eq!(
+        find("NetworkOut", &[("InstanceId", i1)]),
+        (
+            "Sum".into(),
+            format!("cluster1-0 ({i1})"),
+            vec![(0, 4000.0), (60, 500.0)]
+        )
+    );
+    // The load balancer's count: the decoy under the full ARN (1000) is not in it.
+    assert_eq!(
+        find("RequestCount", &[("LoadBalancer", lb)]),
+        ("Sum".into(), "load balancer".into(), vec![(0, 8.0), (60, 7.0)])
+    );
+    let (stat, _, rt) = find("TargetResponseTime", &[("LoadBalancer", lb)]);
+    assert_eq!(stat, "Average");
+    assert_eq!(rt.len(), 1);
+    assert!((rt[0].1 - 0.2).abs() < 1e-9, "{rt:?}");
+    // Per target group: both dimensions, as CloudWatch publishes them.
+    assert_eq!(
+        find("RequestCount", &[("TargetGroup", tg1), ("LoadBalancer", lb)]),
+        ("Sum".into(), "labm-cluster1".into(), vec![(0, 6.0)])
+    );
+    assert_eq!(
+        find("RequestCount", &[("TargetGroup", tg2), ("LoadBalancer", lb)]).2,
+        vec![(0, 7.0)]
+    );
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(
+        csv.starts_with("namespace,metric,stat,dimensions,label,timestamp,value\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!(
+            "AWS/ApplicationELB,RequestCount,Sum,LoadBalancer={lb},\"load balancer\",{},8\n",
+            common::rfc3339(start)
+        )),
+        "{csv}"
+    );
+    for chart in ["cpu", "network-out", "requests", "response-time"] {
+        common::assert_chart(&out, chart);
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("## CloudWatch") && report.contains("![CPU utilisation per instance](cpu.png)"),
+        "{report}"
+    );
+
+    // A window CloudWatch has not covered yet: bounded wait, what it had saved, one line.
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args(["metrics", "labm", "--since", &common::rfc3339(start)]);
+    c.args(["--until", &common::rfc3339(start + 400), "--wait", "1s", "--out"]);
+    c.arg(state.path().join("later"));
+    let t = Instant::now();
+    let r = run(c);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(
+        r.stderr
+            .contains("CloudWatch had not posted data up to the bench's end for 3 series after 1 s")
+            && r.stderr.contains("load balancer")
+            && r.stderr.contains("run `agent metrics labm --bench"),
+        "{}",
+        r.stderr
+    );
+    assert!(state.path().join("later/metrics.json").exists());
+
+    // Bad input: one line, nothing fetched.
+    for (args, line) in [
+        (
+            &["metrics", "labm"][..],
+            "error: the following required arguments were not provided",
+        ),
+        (
+            &["metrics", "labm", "--since", "yesterday", "--until", "today"],
+            "agent: --since \"yesterday\" is not an RFC 3339 time (e.g. 2026-11-22T14:00:00Z)",
+        ),
+        (
+            &[
+                "metrics",
+                "nothere",
+                "--since",
+                "2026-11-22T10:00:00Z",
+                "--until",
+                "2026-11-22T10:05:00Z",
+            ],
+            "agent: deployment nothere has no instances or load balancer in us-east-1: check the name (agent status nothere)",
+        ),
+    ] {
+        let mut c = aws_agent(state.path(), &moto, None);
+        c.args(args);
+        let r = run(c);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.starts_with(line), "{args:?}: {}", r.stderr);
+    }
+}

@@ -10,6 +10,11 @@ environment, endpoint from --endpoint (default $AWS_ENDPOINT_URL).  Prints JSON.
   resources --deployment NAME    everything tagged agent:deployment=NAME that still exists
   create-sg --vpc ID --name N [--deployment NAME]     a security group (for fixture tests)
   delete-sg ID                   {"deleted": true} or {"error": {"code", "message"}}
+  metrics-seed --deployment NAME --start UNIX
+                                 a tagged deployment (2 instances, an ALB, 2 target groups)
+                                 and CloudWatch data in the two minutes from START: two points
+                                 per minute where Sum and Average differ, plus a decoy with
+                                 the ALB's full ARN as dimension (the wrong form)
 """
 
 import argparse
@@ -259,6 +264,51 @@ def cmd_delete_sg(a, ec2, _elb):
     return {"deleted": True}
 
 
+def cmd_metrics_seed(a, ec2, elb):
+    import datetime
+
+    import boto3
+
+    cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=a.endpoint)
+    dep = a.deployment
+    tags = lambda role=None: [{"Key": TAG, "Value": dep}] + ([{"Key": "agent:role", "Value": role}] if role else [])
+    net = cmd_network(argparse.Namespace(cidr="10.99.1.0/24"), ec2, elb)
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instances = {}
+    for role in ("cluster1", "cluster2"):
+        i = ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType="t2.micro", SubnetId=net["subnet_a"],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags(role) + [{"Key": "Name", "Value": f"{dep}-{role}-0"}]}],
+        )["Instances"][0]["InstanceId"]
+        instances[role] = i
+    lb = elb.create_load_balancer(Name=dep, Subnets=[net["subnet_a"], net["subnet_b"]], Tags=tags())["LoadBalancers"][0]
+    lb_arn = lb["LoadBalancerArn"]
+    lb_dim = lb_arn.split(":loadbalancer/", 1)[1]
+    tg_dims = {}
+    for role in ("cluster1", "cluster2"):
+        tg = elb.create_target_group(Name=f"{dep}-{role}", Protocol="HTTP", Port=80, VpcId=net["vpc"], Tags=tags(role))
+        tg_dims[role] = tg["TargetGroups"][0]["TargetGroupArn"].rsplit(":", 1)[1]
+    t0 = int(a.start)
+    at = lambda s: datetime.datetime.fromtimestamp(t0 + s, datetime.timezone.utc)
+
+    def put(ns, name, dims, points):
+        cw.put_metric_data(Namespace=ns, MetricData=[
+            {"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims], "Timestamp": at(s), "Value": v}
+            for s, v in points
+        ])
+
+    for n, (role, i) in enumerate(instances.items()):
+        put("AWS/EC2", "CPUUtilization", [("InstanceId", i)], [(5, 20.0 + n), (35, 40.0 + n), (65, 50.0)])
+        put("AWS/EC2", "NetworkOut", [("InstanceId", i)], [(5, 1000.0), (35, 3000.0 + n), (65, 500.0)])
+    put("AWS/ApplicationELB", "RequestCount", [("LoadBalancer", lb_dim)], [(5, 3.0), (35, 5.0), (65, 7.0)])
+    put("AWS/ApplicationELB", "TargetResponseTime", [("LoadBalancer", lb_dim)], [(5, 0.1), (35, 0.3)])
+    put("AWS/ApplicationELB", "RequestCount", [("LoadBalancer", lb_arn)], [(5, 1000.0)])
+    for n, role in enumerate(("cluster1", "cluster2")):
+        dims = [("TargetGroup", tg_dims[role]), ("LoadBalancer", lb_dim)]
+        put("AWS/ApplicationELB", "RequestCount", dims, [(5, 2.0 + n), (35, 4.0)])
+    return {"instances": instances, "load_balancer": lb_dim, "target_groups": tg_dims}
+
+
 def cmd_untag(a, ec2, _elb):
     ec2.delete_tags(Resources=[a.id], Tags=[{"Key": a.key}])
     return {"untagged": a.id}
@@ -285,6 +335,10 @@ def main():
     s = sub.add_parser("delete-sg")
     s.add_argument("id")
     s.set_defaults(fn=cmd_delete_sg)
+    s = sub.add_parser("metrics-seed")
+    s.add_argument("--deployment", required=True)
+    s.add_argument("--start", required=True)
+    s.set_defaults(fn=cmd_metrics_seed)
     s = sub.add_parser("untag")
     s.add_argument("id")
     s.add_argument("--key", required=True)

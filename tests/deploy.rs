@@ -103,6 +103,78 @@ fn clusters_behind_haproxy_then_reruns_converge() {
     assert_eq!(http_get(lb, 80, "/"), (404, "Not Found".to_string()));
     assert_eq!(http_get(lb, 80, "/cluster3"), (404, "Not Found".to_string()));
 
+    // The course's benchmark through HAProxy, shrunk to 2 %: thread A 20 requests, thread B
+    // 10, a 1.2 s pause, 20 more, per cluster. Exact counts, every instance of a cluster
+    // answered and none of the other, results a user can open.
+    let out = state.path().join("bench");
+    let mut c = agent(state.path());
+    c.args(["bench", "clusters", "-i"]).arg(fleet.inventory());
+    c.args(["--scale", "0.02", "--json", "--out"]).arg(&out);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let summary: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(
+        (summary["planned"].as_u64(), summary["ok"].as_u64()),
+        (Some(100), Some(100))
+    );
+    for (path, hosts) in [("/cluster1", names(0..5)), ("/cluster2", names(5..9))] {
+        let g = summary["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == path)
+            .unwrap();
+        assert_eq!((g["sent"].as_u64(), g["ok"].as_u64()), (Some(50), Some(50)), "{g:#}");
+        let answered: BTreeSet<String> = g["responders"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(answered, hosts, "{g:#}");
+        assert_eq!(
+            g["responders"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|n| n.as_u64().unwrap())
+                .sum::<u64>(),
+            50
+        );
+        assert_eq!(
+            (
+                g["missing"].as_array().unwrap().len(),
+                g["unexpected"].as_array().unwrap().len()
+            ),
+            (0, 0)
+        );
+        assert!(g["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{g:#}");
+    }
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 101);
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.contains(",/cluster2,") && l.contains(",200,dc-"))
+            .count(),
+        50
+    );
+    // Thread B paused between its two phases.
+    let b_starts: Vec<f64> = csv
+        .lines()
+        .filter(|l| l.starts_with("cluster1 B,"))
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(b_starts.len(), 30);
+    assert!(b_starts[10] - b_starts[9] >= 1150.0, "{b_starts:?}");
+    for chart in ["latency", "percentiles", "instances"] {
+        common::assert_chart(&out, chart);
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("| /cluster1 | 50 | 0 |")
+            && report.contains("![requests answered per instance](instances.png)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| dc-9 | dc-9 | lb | static host | 10.210.30.13 |"),
+        "{report}"
+    );
+
     // A second deploy with nothing changed: no upload, no restart, and it says so.
     let before = pids(&fleet, state.path());
     let mut c = agent(state.path());

@@ -84,14 +84,22 @@ fn deploy_inference_and_bench_it_through_the_orchestrator() {
 
     // The lab's client: 50 requests, 15 at a time.
     let mut c = agent(state.path());
+    let out = state.path().join("bench");
     c.args(["bench", "inference", "-i"]).arg(fleet.inventory());
-    c.args(["--concurrency", "15", "--requests", "50", "--json"]);
+    c.args(["--concurrency", "15", "--requests", "50", "--json", "--out"])
+        .arg(&out);
     let r = run(c);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     let summary: Value = serde_json::from_str(r.stdout.trim()).unwrap();
-    assert_eq!(summary["answered"], 50, "{summary:#}");
-    assert_eq!(summary["errors"], serde_json::json!({}), "{summary:#}");
-    let per_worker = summary["workers"].as_object().unwrap();
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["streams"].as_array().unwrap().len()),
+        (Some(50), 15),
+        "{summary:#}"
+    );
+    let group = &summary["groups"][0];
+    assert_eq!(group["errors"], serde_json::json!({}), "{summary:#}");
+    assert!(group["inference_ms_p50"].as_f64().unwrap() > 0.0, "{summary:#}");
+    let per_worker = group["responders"].as_object().unwrap();
     let mut served: Vec<&String> = per_worker.keys().collect();
     served.sort();
     assert_eq!(
@@ -104,11 +112,23 @@ fn deploy_inference_and_bench_it_through_the_orchestrator() {
     // The text summary, with a text of our own.
     let mut c = agent(state.path());
     c.args(["bench", "inference", "-i"]).arg(fleet.inventory());
-    c.args(["-c", "8", "-n", "16", "--text", "hello world"]);
+    c.args(["-c", "8", "-n", "16", "--text", "hello world", "--out"])
+        .arg(state.path().join("text"));
     let r = run(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with("16 of 16 requests answered in "), "{}", r.stdout);
-    assert!(r.stdout.contains("latency ms: p50 "), "{}", r.stdout);
+    assert!(r.stdout.contains(": 16 of 16 requests answered in "), "{}", r.stdout);
+    assert!(r.stdout.contains("inference: median "), "{}", r.stdout);
+    // The same results as the clusters bench: per request, charts, report.
+    assert_eq!(
+        std::fs::read_to_string(out.join("requests.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        51
+    );
+    for chart in ["latency", "percentiles", "instances"] {
+        common::assert_chart(&out, chart);
+    }
 
     // A second deploy converges: nothing uploaded, nothing restarted, the model left alone.
     let second = deploy(&fleet, state.path());

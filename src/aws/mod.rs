@@ -8,10 +8,12 @@
 //! - [`network`]: the deployment's network as pure data: security groups and their rules.
 //! - [`launch`]: AMI, key pair, security groups and instances, found by tag or created.
 //! - [`balancer`]: the Application Load Balancer of a spec with routes.
+//! - [`metrics`]: CloudWatch series of a deployment (which, as data; GetMetricData).
 //! - [`teardown`]: `agent terminate` and `agent status`: everything found by tag.
 
 pub mod balancer;
 pub mod launch;
+pub mod metrics;
 pub mod network;
 pub mod resource;
 pub mod teardown;
@@ -37,6 +39,7 @@ pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub cw: aws_sdk_cloudwatch::Client,
     pub region: String,
 }
 
@@ -181,6 +184,7 @@ impl Aws {
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            cw: aws_sdk_cloudwatch::Client::new(&config),
             region,
         })
     }

@@ -163,3 +163,62 @@ pub fn http_get(address: &str, port: u16, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A chart a user would look at: a PNG that decodes, of a real size, with something drawn on
+/// it (not one colour), and its SVG twin.
+pub fn assert_chart(dir: &Path, name: &str) {
+    let path = dir.join(format!("{name}.png"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()));
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert!(
+        info.width >= 600 && info.height >= 300,
+        "{}: {}x{}",
+        path.display(),
+        info.width,
+        info.height
+    );
+    let step = info.color_type.samples();
+    let colours: std::collections::BTreeSet<&[u8]> = pixels[..info.buffer_size()].chunks(step).collect();
+    let white = pixels[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| p.iter().all(|c| *c == 255))
+        .count();
+    let total = (info.width * info.height) as usize;
+    assert!(colours.len() >= 4, "{}: only {} colours", path.display(), colours.len());
+    assert!(
+        white < total * 98 / 100,
+        "{}: {white} of {total} pixels white",
+        path.display()
+    );
+    let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<text"),
+        "{name}.svg: {}",
+        &svg[..svg.len().min(200)]
+    );
+}
+
+/// RFC 3339 (UTC) of unix seconds, for the times agent takes.
+pub fn rfc3339(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}

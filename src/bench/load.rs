@@ -1,0 +1,253 @@
+//! The load generator: streams of HTTP requests, each stream on its own keep-alive
+//! connection, one request after another, with pauses between phases (the course's thread
+//! A and thread B). Every request's outcome is a [`Sample`] sent over a channel; the caller
+//! aggregates and prints. Ctrl-C stops each stream after its current request.
+
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What one stream does, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Requests(usize),
+    Pause(Duration),
+}
+
+/// One client thread of the procedure.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// e.g. `cluster1 A`.
+    pub name: String,
+    /// What the results are grouped by (the path, or `inference`).
+    pub group: String,
+    pub method: Method,
+    /// `http://host:port/path`.
+    pub url: Uri,
+    pub body: Bytes,
+    pub phases: Vec<Phase>,
+}
+
+impl Stream {
+    pub fn requests(&self) -> usize {
+        self.phases
+            .iter()
+            .map(|p| match p {
+                Phase::Requests(n) => *n,
+                Phase::Pause(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// What an answer body says; `Err` turns a 2xx answer into a failed request.
+pub type Reading = fn(&[u8]) -> Result<Answer, String>;
+
+/// What the bench keeps of an answer body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// Which instance or worker answered.
+    pub responder: Option<String>,
+    /// Inference only: the orchestrator's queueing and the worker's time, ms.
+    pub queued_ms: Option<f64>,
+    pub inference_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// An HTTP answer; `answer` is read from 2xx bodies only.
+    Status { code: u16, answer: Answer },
+    /// No HTTP answer (connect, timeout, cut), or a 2xx body that is not what it should be.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Index into the streams.
+    pub stream: usize,
+    /// Since the bench started.
+    pub start: Duration,
+    pub latency: Duration,
+    pub outcome: Outcome,
+}
+
+impl Sample {
+    pub fn ok(&self) -> bool {
+        matches!(self.outcome, Outcome::Status { code, .. } if (200..300).contains(&code))
+    }
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Sample(Sample),
+    /// The stream sleeps this long before its next phase.
+    Pausing(usize, Duration),
+    /// The stream sent all its requests (or was stopped).
+    Done(usize),
+}
+
+/// Runs every stream at once, from `started`; returns when all are done or cancelled.
+pub async fn run(
+    streams: Vec<Stream>,
+    reading: Reading,
+    timeout: Duration,
+    started: Instant,
+    tx: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, s) in streams.into_iter().enumerate() {
+        let (tx, cancel) = (tx.clone(), cancel.clone());
+        tasks.spawn(async move {
+            stream(i, s, reading, timeout, started, &tx, &cancel).await;
+            let _ = tx.send(Event::Done(i)).await;
+        });
+    }
+    drop(tx);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn stream(
+    i: usize,
+    s: Stream,
+    reading: Reading,
+    timeout: Duration,
+    started: Instant,
+    tx: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+) {
+    let mut conn: Option<SendRequest<Full<Bytes>>> = None;
+    for phase in &s.phases {
+        match phase {
+            Phase::Pause(d) => {
+                if tx.send(Event::Pausing(i, *d)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(*d) => {}
+                    () = cancel.cancelled() => return,
+                }
+            }
+            Phase::Requests(n) => {
+                for _ in 0..*n {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    let t = Instant::now();
+                    let outcome = tokio::select! {
+                        r = tokio::time::timeout(timeout, request(&mut conn, &s, reading)) => match r {
+                            Ok(o) => o,
+                            Err(_) => {
+                                // The connection's state is unknown: the next request dials anew.
+                                conn = None;
+                                Outcome::Failed(format!("no answer within {timeout:?}"))
+                            }
+                        },
+                        () = cancel.cancelled() => return,
+                    };
+                    let sample = Sample {
+                        stream: i,
+                        start: t - started,
+                        latency: t.elapsed(),
+                        outcome,
+                    };
+                    if tx.send(Event::Sample(sample)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One request on the stream's connection, dialling it first if there is none (or the last
+/// one closed). Errors drop the connection.
+async fn request(conn: &mut Option<SendRequest<Full<Bytes>>>, s: &Stream, reading: Reading) -> Outcome {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        match dial(&s.url).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => return Outcome::Failed(e),
+        }
+    }
+    let sender = conn.as_mut().expect("dialled above");
+    if sender.ready().await.is_err() {
+        *conn = None;
+        return Outcome::Failed("connection closed".into());
+    }
+    let req = Request::builder()
+        .method(s.method.clone())
+        .uri(s.url.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, s.url.authority().map_or("", |a| a.as_str()))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(s.body.clone()))
+        .expect("valid request parts");
+    let resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            *conn = None;
+            return Outcome::Failed(format!("request failed: {e}"));
+        }
+    };
+    let code = resp.status().as_u16();
+    let body = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            *conn = None;
+            return Outcome::Failed(format!("answer cut: {e}"));
+        }
+    };
+    if !(200..300).contains(&code) {
+        return Outcome::Status {
+            code,
+            answer: Answer::default(),
+        };
+    }
+    match reading(&body) {
+        Ok(answer) => Outcome::Status { code, answer },
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn dial(url: &Uri) -> Result<SendRequest<Full<Bytes>>, String> {
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = url.port_u16().unwrap_or(80);
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("cannot connect to {host}:{port} within 5 s"))?
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("cannot talk HTTP to {host}:{port}: {e}"))?;
+    // The connection task ends when the sender is dropped or the peer closes.
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_count_every_phase() {
+        let s = Stream {
+            name: "cluster1 B".into(),
+            group: "/cluster1".into(),
+            method: Method::GET,
+            url: "http://127.0.0.1/cluster1".parse().unwrap(),
+            body: Bytes::new(),
+            phases: vec![
+                Phase::Requests(500),
+                Phase::Pause(Duration::from_secs(60)),
+                Phase::Requests(1000),
+            ],
+        };
+        assert_eq!(s.requests(), 1500);
+    }
+}

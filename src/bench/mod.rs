@@ -1,0 +1,608 @@
+//! Benchmarks of a deployment, as the course labs ran them, with the numbers kept.
+//!
+//! - [`load`]: the load generator (streams of requests on keep-alive connections; each
+//!   answer is a [`load::Sample`] sent over a channel).
+//! - [`clusters`]: Lab 1's procedure against the load balancer.
+//! - [`inference`]: Lab 2's client against the orchestrator.
+//!
+//! Both collect a [`Run`] (one aggregator owns the terminal: progress bars per stream), then
+//! write the same results folder: `requests.csv` (one row per request), `summary.json`
+//! (HDR-histogram percentiles per group, requests per instance), charts and `report.md`.
+
+pub mod clusters;
+pub mod inference;
+pub mod load;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use agent_protocol::Percentiles;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use load::{Event, Outcome, Sample, Stream};
+
+/// What the report says of the deployment measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Deployment {
+    pub name: String,
+    pub description: String,
+    /// Where it runs: `local fleet (inventory FILE)` or `EC2 us-east-1`.
+    pub place: String,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Instance {
+    /// What the instance answers as (EC2: its id; the local fleet: its host name).
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub instance_type: String,
+    pub address: String,
+}
+
+/// One bench run: what was sent, and every answer.
+#[derive(Debug)]
+pub struct Run {
+    pub kind: &'static str,
+    pub target: String,
+    pub started: SystemTime,
+    pub streams: Vec<Stream>,
+    pub samples: Vec<Sample>,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+    /// Per group, the instances that should answer it (empty: not known).
+    pub expected: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Sends the streams with progress bars (on a TTY) and collects every sample.
+pub async fn drive(
+    kind: &'static str,
+    target: String,
+    streams: Vec<Stream>,
+    reading: load::Reading,
+    timeout: Duration,
+    quiet: bool,
+    cancel: CancellationToken,
+) -> Run {
+    let (tx, mut rx) = mpsc::channel(4096);
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let bars = Bars::new(&streams, quiet);
+    let load = tokio::spawn(load::run(streams.clone(), reading, timeout, clock, tx, cancel.clone()));
+    let mut samples = Vec::with_capacity(streams.iter().map(Stream::requests).sum());
+    while let Some(e) = rx.recv().await {
+        match e {
+            Event::Sample(s) => {
+                bars.sent(s.stream, s.ok());
+                samples.push(s);
+            }
+            Event::Pausing(i, d) => bars.pausing(i, d),
+            Event::Done(i) => bars.done(i),
+        }
+    }
+    let _ = load.await;
+    bars.clear();
+    Run {
+        kind,
+        target,
+        started,
+        streams,
+        samples,
+        elapsed: clock.elapsed(),
+        interrupted: cancel.is_cancelled(),
+        expected: BTreeMap::new(),
+    }
+}
+
+/// One progress bar per stream on a TTY; otherwise a line per pause and per finished stream
+/// on stderr; nothing with `quiet` (JSON output).
+struct Bars {
+    multi: Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>)>,
+    names: Vec<String>,
+    quiet: bool,
+}
+
+impl Bars {
+    fn new(streams: &[Stream], quiet: bool) -> Bars {
+        use std::io::IsTerminal;
+        let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
+        if quiet || !std::io::stderr().is_terminal() {
+            return Bars {
+                multi: None,
+                names,
+                quiet,
+            };
+        }
+        let multi = indicatif::MultiProgress::new();
+        let width = names.iter().map(String::len).max().unwrap_or(0);
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "{{prefix:<{width}}} {{bar:30}} {{pos:>5}}/{{len}} {{msg}}"
+        ))
+        .expect("valid template");
+        let bars = streams
+            .iter()
+            .map(|s| {
+                let bar = multi.add(indicatif::ProgressBar::new(s.requests() as u64));
+                bar.set_style(style.clone());
+                bar.set_prefix(s.name.clone());
+                bar
+            })
+            .collect();
+        Bars {
+            multi: Some((multi, bars)),
+            names,
+            quiet,
+        }
+    }
+
+    fn sent(&self, i: usize, ok: bool) {
+        if let Some((_, bars)) = &self.multi {
+            bars[i].inc(1);
+            if !ok {
+                bars[i].set_message("errors");
+            }
+        }
+    }
+
+    fn pausing(&self, i: usize, d: Duration) {
+        match &self.multi {
+            Some((_, bars)) => bars[i].set_message(format!("pausing {}", seconds(d))),
+            None if !self.quiet => eprintln!("{}: pausing {}", self.names[i], seconds(d)),
+            None => {}
+        }
+    }
+
+    fn done(&self, i: usize) {
+        match &self.multi {
+            Some((_, bars)) => bars[i].set_message("done"),
+            None if !self.quiet => eprintln!("{}: done", self.names[i]),
+            None => {}
+        }
+    }
+
+    fn clear(self) {
+        if let Some((multi, _)) = self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64().round())
+}
+
+/// What `summary.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub kind: String,
+    pub target: String,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub ended: String,
+    pub seconds: f64,
+    pub interrupted: bool,
+    pub planned: usize,
+    pub sent: usize,
+    pub ok: usize,
+    pub groups: Vec<Group>,
+    pub streams: Vec<StreamSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    /// The path (clusters) or `inference`.
+    pub group: String,
+    pub sent: usize,
+    pub ok: usize,
+    /// By kind: `HTTP 503`, or what went wrong.
+    pub errors: BTreeMap<String, usize>,
+    /// Answered requests per second over the run.
+    pub throughput: f64,
+    /// Of answered requests, from an HDR histogram (3 significant digits).
+    pub latency_ms: Percentiles,
+    pub mean_ms: Option<f64>,
+    /// Answered requests per instance (or worker process).
+    pub responders: BTreeMap<String, usize>,
+    /// Expected instances that never answered, and instances that answered but belong elsewhere.
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// Inference: medians of the orchestrator's queueing and the worker's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms_p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_ms_p50: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamSummary {
+    pub name: String,
+    pub group: String,
+    pub planned: usize,
+    pub sent: usize,
+    pub ok: usize,
+    /// Seconds since the start: first request sent, last answer.
+    pub first_s: Option<f64>,
+    pub last_s: Option<f64>,
+}
+
+impl Run {
+    pub fn summary(&self) -> Summary {
+        let mut groups: Vec<String> = Vec::new();
+        for s in &self.streams {
+            if !groups.contains(&s.group) {
+                groups.push(s.group.clone());
+            }
+        }
+        let seconds = self.elapsed.as_secs_f64();
+        let groups = groups
+            .into_iter()
+            .map(|g| {
+                let samples: Vec<&Sample> = self
+                    .samples
+                    .iter()
+                    .filter(|s| self.streams[s.stream].group == g)
+                    .collect();
+                group(&g, &samples, seconds, self.expected.get(&g))
+            })
+            .collect();
+        let streams = self
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                let mine = self.samples.iter().filter(|s| s.stream == i);
+                let (mut sent, mut ok, mut first, mut last) = (0, 0, None::<f64>, None::<f64>);
+                for s in mine {
+                    sent += 1;
+                    ok += usize::from(s.ok());
+                    let (a, b) = (s.start.as_secs_f64(), (s.start + s.latency).as_secs_f64());
+                    first = Some(first.map_or(a, |f| f.min(a)));
+                    last = Some(last.map_or(b, |l| l.max(b)));
+                }
+                StreamSummary {
+                    name: st.name.clone(),
+                    group: st.group.clone(),
+                    planned: st.requests(),
+                    sent,
+                    ok,
+                    first_s: first,
+                    last_s: last,
+                }
+            })
+            .collect();
+        Summary {
+            kind: self.kind.to_owned(),
+            target: self.target.clone(),
+            started: rfc3339(self.started),
+            ended: rfc3339(self.started + self.elapsed),
+            seconds,
+            interrupted: self.interrupted,
+            planned: self.streams.iter().map(Stream::requests).sum(),
+            sent: self.samples.len(),
+            ok: self.samples.iter().filter(|s| s.ok()).count(),
+            groups,
+            streams,
+        }
+    }
+
+    /// One row per request, in the order answered.
+    pub fn write_csv(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "stream,group,start_ms,latency_ms,status,responder,error")?;
+        for s in &self.samples {
+            let st = &self.streams[s.stream];
+            let (status, responder, error) = match &s.outcome {
+                Outcome::Status { code, answer } => {
+                    (code.to_string(), answer.responder.clone().unwrap_or_default(), "")
+                }
+                Outcome::Failed(e) => (String::new(), String::new(), e.as_str()),
+            };
+            writeln!(
+                out,
+                "{},{},{:.3},{:.3},{},{},{}",
+                csv(&st.name),
+                csv(&st.group),
+                s.start.as_secs_f64() * 1e3,
+                s.latency.as_secs_f64() * 1e3,
+                status,
+                csv(&responder),
+                csv(error)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn group(name: &str, samples: &[&Sample], seconds: f64, expected: Option<&BTreeSet<String>>) -> Group {
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut errors = BTreeMap::new();
+    let mut responders = BTreeMap::new();
+    let (mut queued, mut inference) = (Vec::new(), Vec::new());
+    let mut sum_ms = 0.0;
+    for s in samples {
+        match &s.outcome {
+            Outcome::Status { code, answer } if (200..300).contains(code) => {
+                // Microseconds; at least 1 so a histogram of a fast loopback run is not empty.
+                let _ = hist.record((s.latency.as_micros() as u64).max(1));
+                sum_ms += s.latency.as_secs_f64() * 1e3;
+                if let Some(r) = &answer.responder {
+                    *responders.entry(r.clone()).or_insert(0) += 1;
+                }
+                queued.extend(answer.queued_ms);
+                inference.extend(answer.inference_ms);
+            }
+            Outcome::Status { code, .. } => *errors.entry(format!("HTTP {code}")).or_insert(0) += 1,
+            Outcome::Failed(e) => *errors.entry(e.clone()).or_insert(0) += 1,
+        }
+    }
+    let ok = hist.len() as usize;
+    let ms = |q: f64| (ok > 0).then(|| hist.value_at_quantile(q) as f64 / 1e3);
+    let (missing, unexpected) = match expected {
+        Some(e) if !e.is_empty() => (
+            e.iter().filter(|i| !responders.contains_key(*i)).cloned().collect(),
+            responders.keys().filter(|r| !e.contains(*r)).cloned().collect(),
+        ),
+        _ => (vec![], vec![]),
+    };
+    Group {
+        group: name.to_owned(),
+        sent: samples.len(),
+        ok,
+        errors,
+        throughput: if seconds > 0.0 { ok as f64 / seconds } else { 0.0 },
+        latency_ms: Percentiles {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            max: (ok > 0).then(|| hist.max() as f64 / 1e3),
+        },
+        mean_ms: (ok > 0).then(|| sum_ms / ok as f64),
+        responders,
+        missing,
+        unexpected,
+        queued_ms_p50: Percentiles::nearest_rank(queued).p50,
+        inference_ms_p50: Percentiles::nearest_rank(inference).p50,
+    }
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    aws_smithy_types::DateTime::from(t)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+impl Summary {
+    /// Exit status: 0 all answered as expected, 2 errors or answers from the wrong
+    /// instances, 130 interrupted.
+    pub fn exit_status(&self) -> u8 {
+        if self.interrupted {
+            crate::EXIT_INTERRUPTED
+        } else if self.sent > self.ok || self.groups.iter().any(|g| !g.unexpected.is_empty()) {
+            crate::EXIT_FAILED
+        } else {
+            0
+        }
+    }
+
+    /// The table printed at the end.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} bench against {}: {} of {} requests answered in {:.1} s{}",
+            self.kind,
+            self.target,
+            self.ok,
+            self.planned,
+            self.seconds,
+            if self.interrupted { " (interrupted)" } else { "" }
+        );
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let width = self.groups.iter().map(|g| g.group.len()).max().unwrap_or(5).max(5);
+        let _ = writeln!(
+            s,
+            "{:<width$}  {:>8}  {:>6}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}  instances",
+            "group", "answered", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        );
+        for g in &self.groups {
+            let l = &g.latency_ms;
+            let _ = writeln!(
+                s,
+                "{:<width$}  {:>8}  {:>6}  {:>7.1}  {:>7}  {:>7}  {:>7}  {:>7}  {}",
+                g.group,
+                g.ok,
+                g.sent - g.ok,
+                g.throughput,
+                ms(l.p50),
+                ms(l.p90),
+                ms(l.p99),
+                ms(l.max),
+                g.responders.len()
+            );
+        }
+        for g in &self.groups {
+            let _ = write!(s, "{} per instance:", g.group);
+            for (r, n) in &g.responders {
+                let _ = write!(s, "  {r} {n} ({:.0} %)", 100.0 * *n as f64 / g.ok.max(1) as f64);
+            }
+            let _ = writeln!(s);
+            if let (Some(q), Some(i)) = (g.queued_ms_p50, g.inference_ms_p50) {
+                let _ = writeln!(s, "{}: median {q:.1} ms queued, {i:.1} ms in inference", g.group);
+            }
+            if !g.missing.is_empty() {
+                let _ = writeln!(s, "{}: never answered: {}", g.group, g.missing.join(", "));
+            }
+            if !g.unexpected.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "{}: answered by instances of another role: {}",
+                    g.group,
+                    g.unexpected.join(", ")
+                );
+            }
+            for (e, n) in &g.errors {
+                let _ = writeln!(s, "{}: error ×{n}: {e}", g.group);
+            }
+        }
+        s
+    }
+}
+
+/// Where results go by default: `bench/KIND-YYYYMMDD-HHMMSS` under the current directory.
+pub fn default_out(kind: &str, started: SystemTime) -> PathBuf {
+    let stamp = rfc3339(started).replace(['-', ':'], "");
+    let stamp = stamp
+        .trim_end_matches('Z')
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .replace('T', "-");
+    PathBuf::from("bench").join(format!("{kind}-{stamp}"))
+}
+
+/// Writes requests.csv, summary.json, the charts and report.md into `dir` (created).
+pub fn save(run: &Run, summary: &Summary, deployment: &Deployment, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::new();
+    let path = dir.join("requests.csv");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    run.write_csv(&mut f)
+        .and_then(|()| f.flush())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    files.push(path);
+    let path = dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(summary)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    files.push(path);
+    let path = dir.join("deployment.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(deployment)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    files.push(path);
+    files.extend(crate::chart::bench(run, summary, dir)?);
+    files.push(crate::report::write(dir)?);
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::Method;
+    use hyper::body::Bytes;
+    use load::{Answer, Phase};
+
+    fn stream(name: &str, group: &str, n: usize) -> Stream {
+        Stream {
+            name: name.into(),
+            group: group.into(),
+            method: Method::GET,
+            url: format!("http://127.0.0.1{group}").parse().unwrap(),
+            body: Bytes::new(),
+            phases: vec![Phase::Requests(n)],
+        }
+    }
+
+    fn sample(stream: usize, ms: u64, outcome: Outcome) -> Sample {
+        Sample {
+            stream,
+            start: Duration::from_millis(ms),
+            latency: Duration::from_millis(ms),
+            outcome,
+        }
+    }
+
+    fn answered(by: &str) -> Outcome {
+        Outcome::Status {
+            code: 200,
+            answer: Answer {
+                responder: Some(by.into()),
+                ..Answer::default()
+            },
+        }
+    }
+
+    #[test]
+    fn groups_count_answers_errors_and_misroutes() {
+        let run = Run {
+            kind: "clusters",
+            target: "http://lb".into(),
+            started: SystemTime::UNIX_EPOCH,
+            streams: vec![
+                stream("cluster1 A", "/cluster1", 3),
+                stream("cluster2 A", "/cluster2", 2),
+            ],
+            samples: vec![
+                sample(0, 10, answered("a")),
+                sample(0, 20, answered("a")),
+                sample(1, 30, answered("x")),
+                sample(
+                    0,
+                    40,
+                    Outcome::Status {
+                        code: 503,
+                        answer: Answer::default(),
+                    },
+                ),
+                sample(1, 50, Outcome::Failed("no answer within 10s".into())),
+            ],
+            elapsed: Duration::from_secs(2),
+            interrupted: false,
+            expected: BTreeMap::from([
+                ("/cluster1".into(), BTreeSet::from(["a".into(), "b".into()])),
+                ("/cluster2".into(), BTreeSet::from(["y".into()])),
+            ]),
+        };
+        let s = run.summary();
+        assert_eq!((s.planned, s.sent, s.ok), (5, 5, 3));
+        assert_eq!(s.started, "1970-01-01T00:00:00Z");
+        let c1 = &s.groups[0];
+        assert_eq!((c1.group.as_str(), c1.sent, c1.ok), ("/cluster1", 3, 2));
+        assert_eq!(c1.errors, BTreeMap::from([("HTTP 503".into(), 1)]));
+        assert_eq!(c1.responders, BTreeMap::from([("a".into(), 2)]));
+        assert_eq!(
+            (c1.missing.clone(), c1.unexpected.clone()),
+            (vec!["b".to_owned()], vec![])
+        );
+        // HDR values are within 0.1 % of the real ones.
+        assert!((c1.latency_ms.p50.unwrap() - 10.0).abs() < 0.02, "{:?}", c1.latency_ms);
+        assert!((c1.latency_ms.max.unwrap() - 20.0).abs() < 0.02);
+        assert_eq!(c1.throughput, 1.0);
+        let c2 = &s.groups[1];
+        assert_eq!(c2.unexpected, ["x"]);
+        assert_eq!(c2.missing, ["y"]);
+        assert_eq!(s.streams[1].last_s, Some(0.1));
+        assert_eq!(s.exit_status(), crate::EXIT_FAILED);
+
+        let mut csv = Vec::new();
+        run.write_csv(&mut csv).unwrap();
+        let csv = String::from_utf8(csv).unwrap();
+        assert_eq!(csv.lines().count(), 6);
+        assert_eq!(csv.lines().nth(1), Some("cluster1 A,/cluster1,10.000,10.000,200,a,"));
+        assert_eq!(
+            csv.lines().nth(5),
+            Some("cluster2 A,/cluster2,50.000,50.000,,,no answer within 10s")
+        );
+    }
+
+    #[test]
+    fn default_folder_is_stamped() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(default_out("clusters", t), Path::new("bench/clusters-20261118-110640"));
+    }
+}

@@ -1,0 +1,257 @@
+//! `agent metrics` (and the end of `agent bench` on EC2): the deployment's CloudWatch
+//! series over a bench window with margins, period 60 s, polled until the data points cover
+//! the window (CloudWatch posts them minutes late) instead of a fixed sleep, bounded by
+//! `wait`. Saved as `metrics.csv` and `metrics.json` beside the bench results, charted, and
+//! added to the report.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::metrics::{self, Query, Series, Targets};
+use crate::aws::{Aws, launch, teardown};
+
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub deployment: String,
+    pub region: Option<String>,
+    /// Give up waiting for CloudWatch after this long (and save what it had).
+    pub wait: Duration,
+}
+
+/// The bench's time span, unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Before and after the bench, so the charts show the idle level around it.
+const MARGIN: i64 = 120;
+
+impl Window {
+    pub fn around(started: SystemTime, elapsed: Duration) -> Window {
+        let start = started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let end = start + elapsed;
+        Window {
+            start: start.as_secs() as i64,
+            end: end.as_secs_f64().ceil() as i64,
+        }
+    }
+
+    /// What is asked of CloudWatch: whole periods, with margins.
+    pub fn query_span(&self) -> (i64, i64) {
+        let p = i64::from(metrics::PERIOD);
+        (
+            (self.start - MARGIN).div_euclid(p) * p,
+            (self.end + MARGIN).div_euclid(p) * p + p,
+        )
+    }
+
+    /// A series covers the bench once it has a data point for the period (at its own
+    /// resolution) in which the bench ended. Series that only exist under load (request
+    /// counts per target group, response times) are not waited for: a target group the
+    /// bench never reached has no data at all.
+    pub fn covered(&self, s: &Series) -> bool {
+        let last = self.end.div_euclid(s.query.resolution) * s.query.resolution;
+        s.points.iter().any(|(t, _)| *t >= last)
+    }
+}
+
+/// The series that must be covered: every instance's CPU and the load balancer's count.
+fn awaited(q: &Query) -> bool {
+    q.metric == "CPUUtilization" || (q.metric == "RequestCount" && q.dimensions.len() == 1)
+}
+
+/// Fetches, waits for coverage, saves into `out`; exit status 0, or 2 when CloudWatch had not
+/// covered the window by the deadline (what it had is saved).
+pub async fn fetch(
+    m: &MetricsSettings,
+    window: Window,
+    out: &Path,
+    quiet: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let aws = Aws::connect(m.region.as_deref()).await?;
+    let targets = targets(&aws, &m.deployment).await?;
+    if targets.instances.is_empty() && targets.load_balancer.is_none() {
+        anyhow::bail!(
+            "deployment {} has no instances or load balancer in {}: check the name (agent status {0})",
+            m.deployment,
+            aws.region
+        );
+    }
+    let queries = metrics::queries(&targets);
+    let (start, end) = window.query_span();
+    let deadline = tokio::time::Instant::now() + m.wait;
+    let bar = progress(quiet);
+    let waited = tokio::time::Instant::now();
+    let mut series;
+    loop {
+        series = metrics::get(&aws, &queries, start, end).await?;
+        let due: Vec<&Series> = series.iter().filter(|s| awaited(&s.query)).collect();
+        let done = due.iter().filter(|s| window.covered(s)).count();
+        if let Some(bar) = &bar {
+            bar.set_message(format!(
+                "waiting for CloudWatch to cover the bench: {done}/{} series ({:.0} s of at most {:.0} s)",
+                due.len(),
+                waited.elapsed().as_secs_f64(),
+                m.wait.as_secs_f64()
+            ));
+        }
+        if done == due.len() || cancel.is_cancelled() {
+            break;
+        }
+        let every = Duration::from_secs(20);
+        if tokio::time::Instant::now() + every > deadline {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = cancel.cancelled() => break,
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    save(&series, out)?;
+    crate::chart::metrics(&series, window.start, out)?;
+    crate::report::write(out)?;
+    let missing: Vec<&str> = series
+        .iter()
+        .filter(|s| awaited(&s.query) && !window.covered(s))
+        .map(|s| s.query.label.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    if !cancel.is_cancelled() {
+        eprintln!(
+            "agent: CloudWatch had not posted data up to the bench's end for {} after {:.0} s ({}); saved what it had: run `agent metrics {} --bench {}` again later",
+            plural(missing.len(), "series"),
+            m.wait.as_secs_f64(),
+            missing.join(", "),
+            m.deployment,
+            out.display()
+        );
+    }
+    Ok(if cancel.is_cancelled() {
+        crate::EXIT_INTERRUPTED
+    } else {
+        crate::EXIT_FAILED
+    })
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}")
+}
+
+fn progress(quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if quiet {
+        return None;
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+/// The deployment's instances, load balancer and target groups, found by tag.
+async fn targets(aws: &Aws, deployment: &str) -> anyhow::Result<Targets> {
+    let mut t = Targets::default();
+    for i in launch::existing(aws, deployment).await? {
+        let d = launch::describe(&i);
+        t.instances.push((d.id, d.name));
+    }
+    t.load_balancer = teardown::load_balancers(aws, deployment)
+        .await?
+        .first()
+        .and_then(|l| l.load_balancer_arn())
+        .map(str::to_owned);
+    t.target_groups = teardown::target_groups(aws, deployment).await?;
+    Ok(t)
+}
+
+/// `metrics.csv` (one row per data point) and `metrics.json` (the series).
+fn save(series: &[Series], out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let path = out.join("metrics.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(series)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let path = out.join("metrics.csv");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    (|| -> std::io::Result<()> {
+        writeln!(f, "namespace,metric,stat,dimensions,label,timestamp,value")?;
+        for s in series {
+            let q = &s.query;
+            let dims: Vec<String> = q.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for (t, v) in &s.points {
+                writeln!(
+                    f,
+                    "{},{},{},{},\"{}\",{},{}",
+                    q.namespace,
+                    q.metric,
+                    q.stat,
+                    dims.join(" "),
+                    q.label,
+                    crate::bench::rfc3339(UNIX_EPOCH + Duration::from_secs(*t as u64)),
+                    v
+                )?;
+            }
+        }
+        f.flush()
+    })()
+    .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(metric: &str, resolution: i64, points: &[i64]) -> Series {
+        Series {
+            query: Query {
+                id: "m0".into(),
+                namespace: "AWS/EC2".into(),
+                metric: metric.into(),
+                stat: "Average".into(),
+                dimensions: vec![("InstanceId".into(), "i-1".into())],
+                label: "x".into(),
+                resolution,
+            },
+            points: points.iter().map(|t| (*t, 1.0)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_window_is_whole_periods_with_margins_and_covered_at_its_end() {
+        let w = Window::around(
+            UNIX_EPOCH + Duration::from_millis(1_000_030_500),
+            Duration::from_millis(100_200),
+        );
+        assert_eq!(
+            w,
+            Window {
+                start: 1_000_030,
+                end: 1_000_131
+            }
+        );
+        // 1_000_030 - 120 = 999_910 → 999_900; 1_000_131 + 120 = 1_000_251 → 1_000_200 + 60.
+        assert_eq!(w.query_span(), (999_900, 1_000_260));
+        // Per minute: the minute holding the end (1_000_080) must be there.
+        assert!(!w.covered(&series("RequestCount", 60, &[1_000_020])));
+        assert!(w.covered(&series("RequestCount", 60, &[1_000_020, 1_000_080])));
+        // Basic EC2 monitoring: the 5-minute period holding the end (999_900).
+        assert!(w.covered(&series("CPUUtilization", 300, &[999_900])));
+        assert!(!w.covered(&series("CPUUtilization", 300, &[999_600])));
+    }
+}
