@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--web-pid", type=int, required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--scale", type=float, default=40)
+    ap.add_argument("--scale", type=float, default=100)
     ap.add_argument("--work", required=True)
     ap.add_argument("--note", action="append", default=[])
     a = ap.parse_args()

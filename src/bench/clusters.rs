@@ -11,7 +11,7 @@ use hyper::Method;
 use hyper::body::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{Answer, Phase, Stream};
+use super::load::{Phase, Read, Stream};
 use super::{Deployment, Run};
 
 /// The lab's counts and pause at scale 1.
@@ -71,16 +71,16 @@ pub fn streams(base: &str, paths: &[String], scale: f64, pause: Option<Duration>
 }
 
 /// The web app answers `Instance ID is responding now!`.
-fn reading(body: &[u8]) -> Result<Answer, String> {
-    let text = String::from_utf8_lossy(body);
-    match agent_protocol::responder(&text) {
-        Some(id) => Ok(Answer {
-            responder: Some(id.to_owned()),
-            ..Answer::default()
+fn reading(body: &[u8]) -> Result<Read<'_>, String> {
+    let id = std::str::from_utf8(body).ok().and_then(agent_protocol::responder);
+    match id {
+        Some(id) => Ok(Read {
+            responder: Some(id.into()),
+            ..Read::default()
         }),
         None => Err(format!(
             "not the web app's answer: {:?}",
-            text.chars().take(60).collect::<String>()
+            String::from_utf8_lossy(body).chars().take(60).collect::<String>()
         )),
     }
 }

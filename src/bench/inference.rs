@@ -12,7 +12,7 @@ use hyper::body::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::Deployment;
-use super::load::{Answer, Phase, Stream};
+use super::load::{Phase, Read, Stream};
 
 #[derive(Debug, Clone)]
 pub struct InferenceBench {
@@ -53,15 +53,15 @@ pub fn streams(b: &InferenceBench) -> anyhow::Result<Vec<Stream>> {
 }
 
 /// An orchestrator answer: the worker's probabilities (which must sum to 1), who served it.
-fn reading(body: &[u8]) -> Result<Answer, String> {
+fn reading(body: &[u8]) -> Result<Read<'_>, String> {
     let served: Served = serde_json::from_slice(body).map_err(|e| format!("not an orchestrator answer: {e}"))?;
     let p = &served.result.probabilities;
     let sum: f64 = p.iter().sum();
     if p.is_empty() || (sum - 1.0).abs() > 1e-6 {
         return Err(format!("probabilities {p:?} do not sum to 1"));
     }
-    Ok(Answer {
-        responder: Some(served.worker),
+    Ok(Read {
+        responder: Some(served.worker.into()),
         queued_ms: Some(served.queued_ms),
         inference_ms: Some(served.inference_ms),
     })

@@ -3,6 +3,8 @@
 //! A and thread B). Every request's outcome is a [`Sample`] sent over a channel; the caller
 //! aggregates and prints. Ctrl-C stops each stream after its current request.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -47,13 +49,21 @@ impl Stream {
 }
 
 /// What an answer body says; `Err` turns a 2xx answer into a failed request.
-pub type Reading = fn(&[u8]) -> Result<Answer, String>;
+pub type Reading = for<'a> fn(&'a [u8]) -> Result<Read<'a>, String>;
+
+/// What a [`Reading`] found in a body (borrowed from it where it can be).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Read<'a> {
+    pub responder: Option<Cow<'a, str>>,
+    pub queued_ms: Option<f64>,
+    pub inference_ms: Option<f64>,
+}
 
 /// What the bench keeps of an answer body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
-    /// Which instance or worker answered.
-    pub responder: Option<String>,
+    /// Which instance or worker answered (one allocation per instance, not per request).
+    pub responder: Option<Arc<str>>,
     /// Inference only: the orchestrator's queueing and the worker's time, ms.
     pub queued_ms: Option<f64>,
     pub inference_ms: Option<f64>,
@@ -85,7 +95,9 @@ impl Sample {
 
 #[derive(Debug)]
 pub enum Event {
-    Sample(Sample),
+    /// Answers in order, sent in batches (a channel send per request would cost more than
+    /// the request on loopback).
+    Samples(Vec<Sample>),
     /// The stream sleeps this long before its next phase.
     Pausing(usize, Duration),
     /// The stream sent all its requests (or was stopped).
@@ -122,53 +134,78 @@ async fn stream(
     tx: &mpsc::Sender<Event>,
     cancel: &CancellationToken,
 ) {
+    const BATCH: usize = 256;
+    const FLUSH_EVERY: Duration = Duration::from_millis(100);
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
+    let mut seen: Vec<Arc<str>> = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut flushed = Instant::now();
+    // One cancellation future and one timer for the whole stream, re-armed per request:
+    // creating them per request costs more than a loopback request.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
     for phase in &s.phases {
         match phase {
             Phase::Pause(d) => {
+                if !batch.is_empty() && tx.send(Event::Samples(std::mem::take(&mut batch))).await.is_err() {
+                    return;
+                }
                 if tx.send(Event::Pausing(i, *d)).await.is_err() {
                     return;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(*d) => {}
-                    () = cancel.cancelled() => return,
+                    () = &mut cancelled => return,
                 }
             }
             Phase::Requests(n) => {
                 for _ in 0..*n {
                     if cancel.is_cancelled() {
-                        return;
+                        break;
                     }
                     let t = Instant::now();
+                    deadline.as_mut().reset((t + timeout).into());
                     let outcome = tokio::select! {
-                        r = tokio::time::timeout(timeout, request(&mut conn, &s, reading)) => match r {
-                            Ok(o) => o,
-                            Err(_) => {
-                                // The connection's state is unknown: the next request dials anew.
-                                conn = None;
-                                Outcome::Failed(format!("no answer within {timeout:?}"))
-                            }
-                        },
-                        () = cancel.cancelled() => return,
+                        o = request(&mut conn, &s, reading, &mut seen) => o,
+                        () = &mut deadline => {
+                            // The connection's state is unknown: the next request dials anew.
+                            conn = None;
+                            Outcome::Failed(format!("no answer within {timeout:?}"))
+                        }
+                        () = &mut cancelled => break,
                     };
-                    let sample = Sample {
+                    batch.push(Sample {
                         stream: i,
                         start: t - started,
                         latency: t.elapsed(),
                         outcome,
-                    };
-                    if tx.send(Event::Sample(sample)).await.is_err() {
-                        return;
+                    });
+                    if batch.len() == BATCH || flushed.elapsed() >= FLUSH_EVERY {
+                        flushed = Instant::now();
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        if tx.send(Event::Samples(full)).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
         }
     }
+    if !batch.is_empty() {
+        let _ = tx.send(Event::Samples(batch)).await;
+    }
 }
 
 /// One request on the stream's connection, dialling it first if there is none (or the last
 /// one closed). Errors drop the connection.
-async fn request(conn: &mut Option<SendRequest<Full<Bytes>>>, s: &Stream, reading: Reading) -> Outcome {
+async fn request(
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    s: &Stream,
+    reading: Reading,
+    seen: &mut Vec<Arc<str>>,
+) -> Outcome {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         match dial(&s.url).await {
             Ok(c) => *conn = Some(c),
@@ -209,9 +246,26 @@ async fn request(conn: &mut Option<SendRequest<Full<Bytes>>>, s: &Stream, readin
         };
     }
     match reading(&body) {
-        Ok(answer) => Outcome::Status { code, answer },
+        Ok(read) => Outcome::Status {
+            code,
+            answer: Answer {
+                responder: read.responder.map(|r| intern(seen, &r)),
+                queued_ms: read.queued_ms,
+                inference_ms: read.inference_ms,
+            },
+        },
         Err(e) => Outcome::Failed(e),
     }
+}
+
+/// The one shared copy of `name` (a stream hears from a handful of instances).
+fn intern(seen: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(a) = seen.iter().find(|a| ***a == *name) {
+        return a.clone();
+    }
+    let a: Arc<str> = name.into();
+    seen.push(a.clone());
+    a
 }
 
 async fn dial(url: &Uri) -> Result<SendRequest<Full<Bytes>>, String> {

@@ -78,9 +78,11 @@ pub async fn drive(
     let mut samples = Vec::with_capacity(streams.iter().map(Stream::requests).sum());
     while let Some(e) = rx.recv().await {
         match e {
-            Event::Sample(s) => {
-                bars.sent(s.stream, s.ok());
-                samples.push(s);
+            Event::Samples(batch) => {
+                for s in &batch {
+                    bars.sent(s.stream, s.ok());
+                }
+                samples.extend(batch);
             }
             Event::Pausing(i, d) => bars.pausing(i, d),
             Event::Done(i) => bars.done(i),
@@ -297,9 +299,11 @@ impl Run {
         for s in &self.samples {
             let st = &self.streams[s.stream];
             let (status, responder, error) = match &s.outcome {
-                Outcome::Status { code, answer } => {
-                    (code.to_string(), answer.responder.clone().unwrap_or_default(), "")
-                }
+                Outcome::Status { code, answer } => (
+                    code.to_string(),
+                    answer.responder.as_deref().unwrap_or_default().to_owned(),
+                    "",
+                ),
                 Outcome::Failed(e) => (String::new(), String::new(), e.as_str()),
             };
             writeln!(
@@ -331,7 +335,7 @@ fn group(name: &str, samples: &[&Sample], seconds: f64, expected: Option<&BTreeS
                 let _ = hist.record((s.latency.as_micros() as u64).max(1));
                 sum_ms += s.latency.as_secs_f64() * 1e3;
                 if let Some(r) = &answer.responder {
-                    *responders.entry(r.clone()).or_insert(0) += 1;
+                    *responders.entry(r.to_string()).or_insert(0) += 1;
                 }
                 queued.extend(answer.queued_ms);
                 inference.extend(answer.inference_ms);
