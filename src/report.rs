@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::aws::metrics::Series;
-use crate::bench::{Deployment, Summary};
+use crate::bench::{Deployment, Group, Summary};
 
 pub fn write(dir: &Path) -> anyhow::Result<PathBuf> {
     let read = |name: &str| std::fs::read(dir.join(name)).ok();
@@ -21,10 +21,6 @@ pub fn write(dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("report.md");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
-}
-
-fn ms(v: Option<f64>) -> String {
-    v.map_or("–".into(), |v| format!("{v:.1}"))
 }
 
 /// The page, from the folder's data; `has` says whether a chart was drawn.
@@ -80,25 +76,10 @@ pub fn render(
             b.planned,
             if b.interrupted { ", interrupted" } else { "" }
         );
-        let _ = writeln!(
-            s,
-            "| group | answered | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | instances |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
+        let _ = writeln!(s, "| {} |", Group::HEADER.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(Group::HEADER.len() - 1));
         for g in &b.groups {
-            let l = &g.latency_ms;
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |",
-                g.group,
-                g.ok,
-                g.sent - g.ok,
-                g.throughput,
-                ms(l.p50),
-                ms(l.p90),
-                ms(l.p99),
-                ms(l.max),
-                g.responders.len()
-            );
+            let _ = writeln!(s, "| {} |", g.cells().join(" | "));
         }
         let _ = writeln!(
             s,

@@ -732,6 +732,50 @@ fn metrics_are_the_series_the_course_graphs_need() {
     );
     assert!(state.path().join("later/metrics.json").exists());
 
+    // The bench on EC2: instances per role from AWS by tag, then the metrics of its window.
+    // The balancer is a stand-in on loopback answering as the seeded instances would.
+    let (i2, bench) = (
+        seed["instances"]["cluster2"].as_str().unwrap(),
+        state.path().join("bench"),
+    );
+    let (mut lb_child, lb_url) = web_stand_in(&[("/cluster1", i1), ("/cluster2", i2)]);
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args([
+        "bench",
+        "clusters",
+        "--deployment",
+        "labm",
+        "--url",
+        &lb_url,
+        "--scale",
+        "0.01",
+    ]);
+    c.args(["--metrics-wait", "1s", "--json", "--out"]).arg(&bench);
+    let r = run(c);
+    let _ = lb_child.kill();
+    // Exit 2: CloudWatch (moto) has nothing for this minute; the bench itself answered all.
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("CloudWatch had not posted data"), "{}", r.stderr);
+    let summary: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(summary["ok"], 50, "{summary:#}");
+    for (g, id) in [(0, i1), (1, i2)] {
+        assert_eq!(
+            summary["groups"][g]["responders"],
+            serde_json::json!({ id: 25 }),
+            "{summary:#}"
+        );
+        assert_eq!(summary["groups"][g]["missing"], serde_json::json!([]), "{summary:#}");
+    }
+    let deployment: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bench.join("deployment.json")).unwrap()).unwrap();
+    assert_eq!(deployment["place"], "EC2 us-east-1");
+    assert_eq!(deployment["instances"][0]["instance_type"], "t2.micro");
+    let report = std::fs::read_to_string(bench.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Bench") && report.contains("## CloudWatch"),
+        "{report}"
+    );
+
     // Bad input: one line, nothing fetched.
     for (args, line) in [
         (
@@ -760,4 +804,41 @@ fn metrics_are_the_series_the_course_graphs_need() {
         assert_ne!(r.code, 0);
         assert!(r.stderr.starts_with(line), "{args:?}: {}", r.stderr);
     }
+}
+
+/// A stand-in for a load balancer: answers each path as the web app of the given instance
+/// (HTTP/1.1 keep-alive, as the ALB); its URL.
+fn web_stand_in(routes: &[(&str, &str)]) -> (Child, String) {
+    let table: Vec<String> = routes.iter().map(|(p, id)| format!("{p:?}: {id:?}")).collect();
+    let script = format!(
+        r#"
+import http.server, sys
+ROUTES = {{{}}}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("Instance %s is responding now!" % ROUTES[self.path]).encode() if self.path in ROUTES else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+        table.join(", ")
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, format!("http://127.0.0.1:{}", line.trim()))
 }

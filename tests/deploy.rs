@@ -175,6 +175,47 @@ fn clusters_behind_haproxy_then_reruns_converge() {
         "{report}"
     );
 
+    // Ctrl-C during thread B's pause: every thread stops, what was answered is kept (130).
+    let partial = state.path().join("partial");
+    let mut c = agent(state.path());
+    c.args(["bench", "clusters", "-i"]).arg(fleet.inventory());
+    c.args(["--scale", "0.02", "--pause", "60s", "--json", "--out"])
+        .arg(&partial);
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Threads A (20 each) and B's first 10 take well under a second here.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let r = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status.code(), Some(130), "{}", String::from_utf8_lossy(&r.stderr));
+    let summary: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["interrupted"].as_bool(),
+            summary["planned"].as_u64(),
+            summary["ok"].as_u64()
+        ),
+        (Some(true), Some(100), Some(60)),
+        "{summary:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(partial.join("requests.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        61
+    );
+    assert!(partial.join("report.md").exists());
+
     // A second deploy with nothing changed: no upload, no restart, and it says so.
     let before = pids(&fleet, state.path());
     let mut c = agent(state.path());

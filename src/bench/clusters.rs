@@ -102,12 +102,7 @@ pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Res
     let streams = streams(&base, &paths, b.scale, b.pause)?;
     let mut run: Run = super::drive("clusters", base, streams, reading, b.timeout, b.json, cancel.clone()).await;
     run.expected = b.clusters.iter().cloned().collect::<BTreeMap<_, _>>();
-    let summary = run.summary();
-    let out = b
-        .out
-        .clone()
-        .unwrap_or_else(|| super::default_out("clusters", run.started));
-    super::save(&run, &summary, &b.deployment, &out)?;
+    let (summary, out) = super::conclude(&run, &b.deployment, b.out.clone())?;
     let mut status = summary.exit_status();
     if let Some(m) = &b.ec2
         && b.metrics
@@ -119,15 +114,7 @@ pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Res
             status = fetched;
         }
     }
-    if b.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", summary.text());
-        println!(
-            "results: {} (report.md, requests.csv, summary.json, charts)",
-            out.display()
-        );
-    }
+    super::print(&summary, &out, b.json)?;
     Ok(status)
 }
 

@@ -72,21 +72,8 @@ fn reading(body: &[u8]) -> Result<Read<'_>, String> {
 pub async fn run(b: InferenceBench, cancel: CancellationToken) -> anyhow::Result<u8> {
     let streams = streams(&b)?;
     let run = super::drive("inference", b.url.clone(), streams, reading, b.timeout, b.json, cancel).await;
-    let summary = run.summary();
-    let out = b
-        .out
-        .clone()
-        .unwrap_or_else(|| super::default_out("inference", run.started));
-    super::save(&run, &summary, &b.deployment, &out)?;
-    if b.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print!("{}", summary.text());
-        println!(
-            "results: {} (report.md, requests.csv, summary.json, charts)",
-            out.display()
-        );
-    }
+    let (summary, out) = super::conclude(&run, &b.deployment, b.out.clone())?;
+    super::print(&summary, &out, b.json)?;
     Ok(summary.exit_status())
 }
 

@@ -389,6 +389,37 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+impl Group {
+    pub const HEADER: [&'static str; 9] = [
+        "group",
+        "answered",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "instances",
+    ];
+
+    /// The summary table's row (text and report).
+    pub fn cells(&self) -> [String; 9] {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let l = &self.latency_ms;
+        [
+            self.group.clone(),
+            self.ok.to_string(),
+            (self.sent - self.ok).to_string(),
+            format!("{:.1}", self.throughput),
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            self.responders.len().to_string(),
+        ]
+    }
+}
+
 impl Summary {
     /// Exit status: 0 all answered as expected, 2 errors or answers from the wrong
     /// instances, 130 interrupted.
@@ -416,28 +447,14 @@ impl Summary {
             self.seconds,
             if self.interrupted { " (interrupted)" } else { "" }
         );
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
         let width = self.groups.iter().map(|g| g.group.len()).max().unwrap_or(5).max(5);
-        let _ = writeln!(
-            s,
-            "{:<width$}  {:>8}  {:>6}  {:>7}  {:>7}  {:>7}  {:>7}  {:>7}  instances",
-            "group", "answered", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
-        );
-        for g in &self.groups {
-            let l = &g.latency_ms;
-            let _ = writeln!(
-                s,
-                "{:<width$}  {:>8}  {:>6}  {:>7.1}  {:>7}  {:>7}  {:>7}  {:>7}  {}",
-                g.group,
-                g.ok,
-                g.sent - g.ok,
-                g.throughput,
-                ms(l.p50),
-                ms(l.p90),
-                ms(l.p99),
-                ms(l.max),
-                g.responders.len()
-            );
+        for row in std::iter::once(Group::HEADER.map(str::to_owned)).chain(self.groups.iter().map(Group::cells)) {
+            let _ = write!(s, "{:<width$}", row[0]);
+            for (i, cell) in row[1..].iter().enumerate() {
+                let w = Group::HEADER[i + 1].len().max(7);
+                let _ = write!(s, "  {cell:>w$}");
+            }
+            let _ = writeln!(s);
         }
         for g in &self.groups {
             let _ = write!(s, "{} per instance:", g.group);
@@ -477,6 +494,29 @@ pub fn default_out(kind: &str, started: SystemTime) -> PathBuf {
         .unwrap_or_default()
         .replace('T', "-");
     PathBuf::from("bench").join(format!("{kind}-{stamp}"))
+}
+
+/// The end of every bench: summarise, save into `out` (default `bench/KIND-…`); the summary
+/// and the folder.
+pub fn conclude(run: &Run, deployment: &Deployment, out: Option<PathBuf>) -> anyhow::Result<(Summary, PathBuf)> {
+    let summary = run.summary();
+    let out = out.unwrap_or_else(|| default_out(run.kind, run.started));
+    save(run, &summary, deployment, &out)?;
+    Ok((summary, out))
+}
+
+/// The summary on stdout: the table, or one JSON object.
+pub fn print(summary: &Summary, out: &Path, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+    } else {
+        print!("{}", summary.text());
+        println!(
+            "results: {} (report.md, requests.csv, summary.json, charts)",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes requests.csv, summary.json, the charts and report.md into `dir` (created).
