@@ -787,11 +787,10 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
                 start: rfc3339(since, "--since")?,
                 end: rfc3339(until, "--until")?,
             };
-            let stamp = crate::bench::default_out(&deployment, SystemTime::now());
             let out = args
                 .out
                 .clone()
-                .unwrap_or_else(|| PathBuf::from("metrics").join(stamp.file_name().expect("a stamped folder name")));
+                .unwrap_or_else(|| crate::bench::default_out("metrics", &deployment, SystemTime::now()));
             (window, out)
         }
         _ => bail!("which window? pass --bench DIR (a bench's results) or --since TIME --until TIME"),

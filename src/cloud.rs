@@ -288,26 +288,36 @@ pub struct BenchTarget {
     /// Per route path, the ids of the instances of the route's role.
     pub clusters: Vec<(String, std::collections::BTreeSet<String>)>,
     pub deployment: crate::bench::Deployment,
+    /// Its CloudWatch series' owners, for the metrics after the bench.
+    pub targets: crate::aws::metrics::Targets,
 }
 
-pub async fn bench_target(
-    m: &crate::metrics::MetricsSettings,
-    routes: &[(String, String)],
-) -> anyhow::Result<BenchTarget> {
-    let aws = Aws::connect(m.region.as_deref()).await?;
-    let status = teardown::status(&aws, &m.deployment).await?;
-    if status.instances.is_empty() {
+/// One lookup by tag (instances, load balancer, target groups) serves the bench and its metrics.
+pub async fn bench_target(aws: &Aws, deployment: &str, routes: &[(String, String)]) -> anyhow::Result<BenchTarget> {
+    let found = launch::existing(aws, deployment).await?;
+    if found.is_empty() {
         anyhow::bail!(
-            "deployment {} has no instances in {}: deploy it first, or pass -i INVENTORY for the local fleet",
-            m.deployment,
+            "deployment {deployment} has no instances in {}: deploy it first, or pass -i INVENTORY for the local fleet",
             aws.region
         );
     }
+    let instances: Vec<crate::bench::Instance> = found
+        .iter()
+        .map(|i| {
+            let d = launch::describe(i);
+            crate::bench::Instance {
+                instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                address: d.public_dns.or(d.private_ip).unwrap_or_default(),
+                id: d.id,
+                name: d.name,
+                role: d.role,
+            }
+        })
+        .collect();
     let clusters = routes
         .iter()
         .map(|(path, role)| {
-            let ids = status
-                .instances
+            let ids = instances
                 .iter()
                 .filter(|i| i.role == *role)
                 .map(|i| i.id.clone())
@@ -315,24 +325,23 @@ pub async fn bench_target(
             (path.clone(), ids)
         })
         .collect();
+    let lb = teardown::load_balancers(aws, deployment).await?.into_iter().next();
     Ok(BenchTarget {
-        url: status.load_balancers.first().map(|lb| format!("http://{}", lb.dns)),
+        url: lb
+            .as_ref()
+            .and_then(|l| l.dns_name())
+            .map(|dns| format!("http://{dns}")),
         clusters,
+        targets: crate::aws::metrics::Targets {
+            instances: instances.iter().map(|i| (i.id.clone(), i.name.clone())).collect(),
+            load_balancer: lb.as_ref().and_then(|l| l.load_balancer_arn()).map(str::to_owned),
+            target_groups: teardown::target_groups(aws, deployment).await?,
+        },
         deployment: crate::bench::Deployment {
-            name: m.deployment.clone(),
+            name: deployment.to_owned(),
             description: String::new(),
             place: format!("EC2 {}", aws.region),
-            instances: status
-                .instances
-                .iter()
-                .map(|i| crate::bench::Instance {
-                    id: i.id.clone(),
-                    name: i.name.clone(),
-                    role: i.role.clone(),
-                    instance_type: i.instance_type.clone(),
-                    address: i.public_dns.clone().or(i.private_ip.clone()).unwrap_or_default(),
-                })
-                .collect(),
+            instances,
         },
     })
 }

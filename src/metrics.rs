@@ -66,8 +66,8 @@ fn awaited(q: &Query) -> bool {
     q.metric == "CPUUtilization" || (q.metric == "RequestCount" && q.dimensions.len() == 1)
 }
 
-/// Fetches, waits for coverage, saves into `out`; exit status 0, or 2 when CloudWatch had not
-/// covered the window by the deadline (what it had is saved).
+/// `agent metrics`: finds the deployment's instances, load balancer and target groups, then
+/// [`collect`]s.
 pub async fn fetch(
     m: &MetricsSettings,
     window: Window,
@@ -84,23 +84,41 @@ pub async fn fetch(
             aws.region
         );
     }
-    let queries = metrics::queries(&targets);
+    collect(&aws, &targets, m, window, out, quiet, cancel).await
+}
+
+/// Fetches the targets' series, waits for coverage, saves into `out`; exit status 0, or 2 when
+/// CloudWatch had not covered the window by the deadline (what it had is saved).
+pub async fn collect(
+    aws: &Aws,
+    targets: &Targets,
+    m: &MetricsSettings,
+    window: Window,
+    out: &Path,
+    quiet: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let queries = metrics::queries(targets);
     let (start, end) = window.query_span();
     let deadline = tokio::time::Instant::now() + m.wait;
     let bar = progress(quiet);
     let waited = tokio::time::Instant::now();
     let mut series;
     loop {
-        series = metrics::get(&aws, &queries, start, end).await?;
+        series = metrics::get(aws, &queries, start, end).await?;
         let due: Vec<&Series> = series.iter().filter(|s| awaited(&s.query)).collect();
         let done = due.iter().filter(|s| window.covered(s)).count();
-        if let Some(bar) = &bar {
-            bar.set_message(format!(
-                "waiting for CloudWatch to cover the bench: {done}/{} series ({:.0} s of at most {:.0} s)",
-                due.len(),
-                waited.elapsed().as_secs_f64(),
-                m.wait.as_secs_f64()
-            ));
+        let line = format!(
+            "waiting for CloudWatch to cover the bench: {done}/{} series ({:.0} s of at most {:.0} s)",
+            due.len(),
+            waited.elapsed().as_secs_f64(),
+            m.wait.as_secs_f64()
+        );
+        match &bar {
+            Some(bar) => bar.set_message(line),
+            // Off a terminal, a line per poll (every 20 s), none once covered.
+            None if !quiet && done < due.len() => eprintln!("agent: {line}"),
+            None => {}
         }
         if done == due.len() || cancel.is_cancelled() {
             break;
@@ -130,8 +148,8 @@ pub async fn fetch(
     }
     if !cancel.is_cancelled() {
         eprintln!(
-            "agent: CloudWatch had not posted data up to the bench's end for {} after {:.0} s ({}); saved what it had: run `agent metrics {} --bench {}` again later",
-            plural(missing.len(), "series"),
+            "agent: CloudWatch had not posted data up to the bench's end for {} series after {:.0} s ({}); saved what it had: run `agent metrics {} --bench {}` again later",
+            missing.len(),
             m.wait.as_secs_f64(),
             missing.join(", "),
             m.deployment,
@@ -145,20 +163,13 @@ pub async fn fetch(
     })
 }
 
-fn plural(n: usize, noun: &str) -> String {
-    format!("{n} {noun}")
-}
-
+/// A spinner on a terminal; `None` off one (plain lines) or with `quiet`.
 fn progress(quiet: bool) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
-    if quiet {
+    if quiet || !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
 }

@@ -86,14 +86,18 @@ fn reading(body: &[u8]) -> Result<Read<'_>, String> {
 }
 
 pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Result<u8> {
+    // On EC2: one connection and one lookup for the bench and the metrics after it.
+    let mut ec2 = None;
     if let Some(m) = &b.ec2 {
-        let found = crate::cloud::bench_target(m, &b.routes).await?;
+        let aws = crate::aws::Aws::connect(m.region.as_deref()).await?;
+        let found = crate::cloud::bench_target(&aws, &m.deployment, &b.routes).await?;
         b.base = b.base.or(found.url);
         b.clusters = found.clusters;
         b.deployment = crate::bench::Deployment {
             description: b.deployment.description,
             ..found.deployment
         };
+        ec2 = Some((m, aws, found.targets));
     }
     let Some(base) = b.base.clone() else {
         anyhow::bail!("no load balancer to bench: pass --url http://HOST or -i INVENTORY");
@@ -104,12 +108,12 @@ pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Res
     run.expected = b.clusters.iter().cloned().collect::<BTreeMap<_, _>>();
     let (summary, out) = super::conclude(&run, &b.deployment, b.out.clone())?;
     let mut status = summary.exit_status();
-    if let Some(m) = &b.ec2
+    if let Some((m, aws, targets)) = &ec2
         && b.metrics
         && !run.interrupted
     {
         let window = crate::metrics::Window::around(run.started, run.elapsed);
-        let fetched = crate::metrics::fetch(m, window, &out, b.json, cancel).await?;
+        let fetched = crate::metrics::collect(aws, targets, m, window, &out, b.json, cancel).await?;
         if fetched != 0 && status == 0 {
             status = fetched;
         }

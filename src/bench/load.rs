@@ -217,13 +217,14 @@ async fn request(
         *conn = None;
         return Outcome::Failed("connection closed".into());
     }
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(s.method.clone())
         .uri(s.url.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, s.url.authority().map_or("", |a| a.as_str()))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(s.body.clone()))
-        .expect("valid request parts");
+        .header(hyper::header::HOST, s.url.authority().map_or("", |a| a.as_str()));
+    if !s.body.is_empty() {
+        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Full::new(s.body.clone())).expect("valid request parts");
     let resp = match sender.send_request(req).await {
         Ok(r) => r,
         Err(e) => {

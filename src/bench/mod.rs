@@ -335,7 +335,7 @@ fn group(name: &str, samples: &[&Sample], seconds: f64, expected: Option<&BTreeS
                 let _ = hist.record((s.latency.as_micros() as u64).max(1));
                 sum_ms += s.latency.as_secs_f64() * 1e3;
                 if let Some(r) = &answer.responder {
-                    *responders.entry(r.to_string()).or_insert(0) += 1;
+                    *responders.entry(r.as_ref()).or_insert(0) += 1;
                 }
                 queued.extend(answer.queued_ms);
                 inference.extend(answer.inference_ms);
@@ -346,6 +346,7 @@ fn group(name: &str, samples: &[&Sample], seconds: f64, expected: Option<&BTreeS
     }
     let ok = hist.len() as usize;
     let ms = |q: f64| (ok > 0).then(|| hist.value_at_quantile(q) as f64 / 1e3);
+    let responders: BTreeMap<String, usize> = responders.into_iter().map(|(r, n)| (r.to_owned(), n)).collect();
     let (missing, unexpected) = match expected {
         Some(e) if !e.is_empty() => (
             e.iter().filter(|i| !responders.contains_key(*i)).cloned().collect(),
@@ -484,8 +485,8 @@ impl Summary {
     }
 }
 
-/// Where results go by default: `bench/KIND-YYYYMMDD-HHMMSS` under the current directory.
-pub fn default_out(kind: &str, started: SystemTime) -> PathBuf {
+/// Where results go by default: `PARENT/KIND-YYYYMMDD-HHMMSS` under the current directory.
+pub fn default_out(parent: &str, kind: &str, started: SystemTime) -> PathBuf {
     let stamp = rfc3339(started).replace(['-', ':'], "");
     let stamp = stamp
         .trim_end_matches('Z')
@@ -493,14 +494,14 @@ pub fn default_out(kind: &str, started: SystemTime) -> PathBuf {
         .next()
         .unwrap_or_default()
         .replace('T', "-");
-    PathBuf::from("bench").join(format!("{kind}-{stamp}"))
+    PathBuf::from(parent).join(format!("{kind}-{stamp}"))
 }
 
 /// The end of every bench: summarise, save into `out` (default `bench/KIND-…`); the summary
 /// and the folder.
 pub fn conclude(run: &Run, deployment: &Deployment, out: Option<PathBuf>) -> anyhow::Result<(Summary, PathBuf)> {
     let summary = run.summary();
-    let out = out.unwrap_or_else(|| default_out(run.kind, run.started));
+    let out = out.unwrap_or_else(|| default_out("bench", run.kind, run.started));
     save(run, &summary, deployment, &out)?;
     Ok((summary, out))
 }
@@ -647,6 +648,9 @@ mod tests {
     #[test]
     fn default_folder_is_stamped() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        assert_eq!(default_out("clusters", t), Path::new("bench/clusters-20261118-110640"));
+        assert_eq!(
+            default_out("bench", "clusters", t),
+            Path::new("bench/clusters-20261118-110640")
+        );
     }
 }
