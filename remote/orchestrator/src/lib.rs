@@ -13,27 +13,28 @@
 //! - Shutdown is graceful: no new connections; in-flight and queued requests finish.
 
 pub mod config;
+pub mod dispatch;
 pub mod latency;
 pub mod pool;
 pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use agent_protocol::{Failure, HEALTH_PATH, MAX_BODY_BYTES, NEW_REQUEST_PATH, STATUS_PATH, Served};
+use agent_protocol::{HEALTH_PATH, MAX_BODY_BYTES, NEW_REQUEST_PATH, STATUS_PATH};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
 pub use config::Config;
-use pool::{Place, Pool, Refusal};
-use worker::Answer;
+use dispatch::failure;
+use pool::{Pool, Refusal};
 
 /// Serves until `shutdown` completes, then lets in-flight and queued requests finish.
 /// A configuration [`Config::check`] refuses is an `InvalidInput` error.
@@ -86,102 +87,15 @@ async fn new_request(State(pool): State<Arc<Pool>>, body: Result<Bytes, BytesRej
         );
     }
 
-    // Waiting in the queue is the handler's: a client that leaves drops out of the queue.
-    let slot = match pool.acquire(Place::Back, None).await {
-        Ok(slot) => slot,
+    // The handler holds the job's ticket: a client that leaves drops out of the queue, but
+    // a job already at a worker runs on (its slot is held until the worker answers).
+    let ticket = match pool.submit(body, arrival) {
+        Ok(ticket) => ticket,
         Err(refusal) => return unavailable(&pool, refusal),
     };
-    // Once dispatched, the request is a task of its own: if the client leaves now, the slot
-    // is still held until the worker answers, so no worker ever gets a second request.
-    tokio::spawn(dispatch(pool, slot, body, arrival))
-        .await
-        .unwrap_or_else(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, format!("dispatch failed: {e}")))
-}
-
-/// Sends the request to the slot's worker, and once more to another worker if that fails.
-async fn dispatch(pool: Arc<Pool>, slot: pool::Slot, body: Bytes, arrival: Instant) -> Response {
-    let dispatched = Instant::now();
-    let first = slot.worker;
-    let first_error = match pool
-        .workers
-        .classify(pool.worker_name(first), body.clone(), pool.config.worker_timeout)
-        .await
-    {
-        Ok(answer) => return answered(slot, answer, &pool, arrival, dispatched),
-        Err(e) => {
-            slot.failed();
-            e
-        }
-    };
-    let first_failed = format!("worker {} failed ({first_error})", pool.worker_name(first));
-
-    if pool.config.workers.len() < 2 {
-        pool.count_failed();
-        return failure(
-            StatusCode::BAD_GATEWAY,
-            format!("{first_failed}; no other worker to retry on"),
-        );
-    }
-    let slot = match pool.acquire(Place::Front, Some(first)).await {
-        Ok(slot) => slot,
-        Err(_) => {
-            pool.count_failed();
-            let waited = pool.config.queue_timeout;
-            return failure(
-                StatusCode::BAD_GATEWAY,
-                format!("{first_failed}; no other worker was free for the retry within {waited:?}"),
-            );
-        }
-    };
-    let second = slot.worker;
-    match pool
-        .workers
-        .classify(pool.worker_name(second), body, pool.config.worker_timeout)
-        .await
-    {
-        Ok(answer) => answered(slot, answer, &pool, arrival, dispatched),
-        Err(e) => {
-            slot.failed();
-            pool.count_failed();
-            failure(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "{first_failed}, and the retry on worker {} failed too ({e})",
-                    pool.worker_name(second)
-                ),
-            )
-        }
-    }
-}
-
-/// The client's answer once a worker answered properly.
-fn answered(slot: pool::Slot, answer: Answer, pool: &Pool, arrival: Instant, dispatched: Instant) -> Response {
-    match answer {
-        Answer::Classified(result) => {
-            let answered = Instant::now();
-            let served = Served {
-                result,
-                worker: pool.worker_name(slot.worker).to_owned(),
-                queued_ms: ms(dispatched - arrival),
-                inference_ms: ms(answered - dispatched),
-            };
-            slot.served(answered - arrival);
-            Json(served).into_response()
-        }
-        // The client's fault: no retry, and the worker stays in service.
-        Answer::Refused {
-            status,
-            content_type,
-            body,
-        } => {
-            drop(slot);
-            let mut response = (status, body).into_response();
-            match content_type {
-                Some(ct) => response.headers_mut().insert(header::CONTENT_TYPE, ct),
-                None => response.headers_mut().remove(header::CONTENT_TYPE),
-            };
-            response
-        }
+    match ticket.answer().await {
+        Ok(response) => response,
+        Err(refusal) => unavailable(&pool, refusal),
     }
 }
 
@@ -191,22 +105,31 @@ fn unavailable(pool: &Pool, refusal: Refusal) -> Response {
             "all workers are busy and {} requests are waiting already; try again shortly",
             pool.config.queue_limit
         ),
-        Refusal::TimedOut => format!(
+        Refusal::TimedOut(None) => format!(
             "no worker was free within {:?}; try again shortly",
             pool.config.queue_timeout
         ),
+        Refusal::TimedOut(Some(first)) => {
+            pool.count_failed();
+            return failure(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "{}; no other worker was free for the retry within {:?}",
+                    dispatch::failed(pool, first.worker, &first.error),
+                    pool.config.queue_timeout
+                ),
+            );
+        }
+        Refusal::Lost => {
+            return failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request's dispatch ended without an answer".into(),
+            );
+        }
     };
     let mut response = failure(StatusCode::SERVICE_UNAVAILABLE, error);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
-}
-
-fn failure(status: StatusCode, error: String) -> Response {
-    (status, Json(Failure { error })).into_response()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -1,51 +1,81 @@
 //! The worker slots and the queue in front of them, under one lock.
 //!
-//! A request takes a [`Slot`] (one of a worker's `slots_per_worker`) or waits in a FIFO
-//! queue for one. Whenever a slot frees or a worker comes back, [`State::dispatch`] hands
-//! free slots to waiters, oldest first, through each waiter's oneshot channel: nothing polls.
-//! A failed worker is left out until a probe task sees its `GET /health` answer 200.
+//! A request is a [`Job`]. [`Pool::submit`] starts it on a free slot (one of a worker's
+//! `slots_per_worker`) or queues it, FIFO; the client's handler keeps a [`Ticket`] and awaits
+//! the answer. Each busy slot is one task (`dispatch::run`) holding one kept connection to
+//! its worker: when its request is done, the slot takes the oldest waiting job itself
+//! ([`Pool::finish`]) instead of waking another task to send it. Nothing polls: the queue is
+//! served whenever a slot frees, a worker comes back, or a retry is queued. A failed worker
+//! is left out until a probe task sees its `GET /health` answer 200.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_protocol::{Status, WorkerState, WorkerStatus};
+use axum::body::Bytes;
+use axum::response::Response;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::dispatch;
 use crate::latency::Latencies;
-use crate::worker::Workers;
+use crate::worker::{self, Link};
 
 pub struct Pool {
     pub config: Config,
-    pub workers: Workers,
     state: Mutex<State>,
 }
 
-/// Where a waiting request joins the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// A new request: behind everyone, and only if the queue has room.
-    Back,
-    /// A retry: it already waited its turn, so it goes first and is never turned away.
-    Front,
+/// One client request, from arrival to answer.
+pub struct Job {
+    id: u64,
+    pub body: Bytes,
+    pub arrival: Instant,
+    /// When it was first sent to a worker (kept for the retry: inference time counts both).
+    pub dispatched: Option<Instant>,
+    /// Set once a worker failed it: the retry must go to another worker.
+    pub retry: Option<Retry>,
+    /// While queued: when it gives up waiting.
+    deadline: Instant,
+    pub reply: oneshot::Sender<Response>,
 }
 
-/// Why no slot was given. A new request's refusal counts as `rejected`; a retry's is left
-/// to the caller (it is a failed request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The first attempt of a job that is being retried.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub worker: usize,
+    pub error: String,
+}
+
+/// How a slot's request ended, for [`Pool::finish`].
+pub enum Outcome {
+    /// The worker answered a classification, `arrival_to_answer` after the request came.
+    Served(Duration),
+    /// The worker answered 4xx: the client's fault, nothing counted.
+    Refused,
+    /// The worker failed: it is left out until its probe says otherwise.
+    Failed,
+}
+
+/// Why a request got no answer from a worker.
+#[derive(Debug)]
 pub enum Refusal {
+    /// The queue was full when it came (counted as rejected).
     QueueFull,
-    /// Waited `queue_timeout` without a free slot.
-    TimedOut,
+    /// It waited `queue_timeout` for a slot: a new request (counted as rejected), or a retry
+    /// (the caller counts it as failed; its first attempt is given).
+    TimedOut(Option<Retry>),
+    /// Its slot task ended without answering; cannot happen unless that task panicked.
+    Lost,
 }
 
 struct State {
     workers: Vec<Worker>,
     slots: usize,
     queue_limit: usize,
-    waiting: VecDeque<Waiter>,
-    next_waiter: u64,
+    waiting: VecDeque<Job>,
+    next_job: u64,
     /// Where the search for a free worker starts, so equal workers take turns.
     cursor: usize,
     served: u64,
@@ -61,14 +91,8 @@ struct Worker {
     in_flight: usize,
     served: u64,
     failures: u64,
-}
-
-struct Waiter {
-    id: u64,
-    /// A retry must not go back to the worker that just failed it.
-    exclude: Option<usize>,
-    /// Gets the worker whose slot this waiter now holds.
-    tx: oneshot::Sender<usize>,
+    /// Kept connections of its free slots (at most `slots`).
+    links: Vec<Link>,
 }
 
 impl Pool {
@@ -83,12 +107,13 @@ impl Pool {
                     in_flight: 0,
                     served: 0,
                     failures: 0,
+                    links: Vec::new(),
                 })
                 .collect(),
             slots: config.slots_per_worker,
             queue_limit: config.queue_limit,
             waiting: VecDeque::new(),
-            next_waiter: 0,
+            next_job: 0,
             cursor: 0,
             served: 0,
             failed: 0,
@@ -97,7 +122,6 @@ impl Pool {
         };
         Pool {
             config,
-            workers: Workers::default(),
             state: Mutex::new(state),
         }
     }
@@ -108,64 +132,91 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A slot on a free healthy worker (never `exclude`), now or after waiting in the queue.
-    pub async fn acquire(self: &Arc<Self>, place: Place, exclude: Option<usize>) -> Result<Slot, Refusal> {
-        let mut waiting = {
-            let mut s = self.lock();
-            // After every dispatch no waiter can use any free slot, so a slot free now is
-            // one nobody waiting can take: taking it skips no one.
-            if let Some(worker) = s.pick(exclude) {
-                s.workers[worker].in_flight += 1;
-                return Ok(self.slot(worker));
-            }
-            if place == Place::Back && s.waiting.len() >= s.queue_limit {
-                s.rejected += 1;
-                return Err(Refusal::QueueFull);
-            }
-            let (tx, rx) = oneshot::channel();
-            let id = s.next_waiter;
-            s.next_waiter += 1;
-            let waiter = Waiter { id, exclude, tx };
-            match place {
-                Place::Back => s.waiting.push_back(waiter),
-                Place::Front => s.waiting.push_front(waiter),
-            }
-            Waiting {
-                pool: self.clone(),
-                id,
-                rx,
-            }
+    /// Starts a new request on a free worker, or queues it behind the others if the queue
+    /// has room.
+    pub fn submit(self: &Arc<Self>, body: Bytes, arrival: Instant) -> Result<Ticket, Refusal> {
+        let (reply, rx) = oneshot::channel();
+        let mut s = self.lock();
+        let id = s.next_job;
+        s.next_job += 1;
+        let job = Job {
+            id,
+            body,
+            arrival,
+            dispatched: None,
+            retry: None,
+            deadline: arrival + self.config.queue_timeout,
+            reply,
         };
-        match tokio::time::timeout(self.config.queue_timeout, &mut waiting.rx).await {
-            Ok(Ok(worker)) => Ok(self.slot(worker)),
-            // The sender is only dropped after a send or by `Waiting::drop`, so this cannot
-            // happen; answering as a timeout is the safe reading.
-            Ok(Err(_)) | Err(_) => {
-                drop(waiting);
-                // A retry that times out is a failed request (the caller counts it), not a
-                // turned-away one.
-                if place == Place::Back {
-                    self.lock().rejected += 1;
-                }
-                Err(Refusal::TimedOut)
-            }
+        // After every dispatch no waiting job can use any free slot, so a slot free now is
+        // one nobody waiting can take: taking it skips no one.
+        if let Some(worker) = s.pick(None) {
+            self.start(&mut s, worker, job);
+        } else if s.waiting.len() >= s.queue_limit {
+            s.rejected += 1;
+            return Err(Refusal::QueueFull);
+        } else {
+            s.waiting.push_back(job);
         }
-    }
-
-    fn slot(self: &Arc<Self>, worker: usize) -> Slot {
-        Slot {
+        Ok(Ticket {
             pool: self.clone(),
-            worker,
-            failed: false,
-        }
+            id,
+            rx,
+        })
     }
 
-    pub fn worker_name(&self, worker: usize) -> &str {
-        &self.config.workers[worker]
+    /// Queues a job whose first worker failed it, first in line (it already waited its turn,
+    /// and is never turned away), with `queue_timeout` to find another worker.
+    pub fn retry(self: &Arc<Self>, mut job: Job) {
+        job.deadline = Instant::now() + self.config.queue_timeout;
+        let mut s = self.lock();
+        s.waiting.push_front(job);
+        self.dispatch(&mut s);
+    }
+
+    /// Ends a slot's request on `worker`. Returns the next job for the same slot (the oldest
+    /// waiting one it may take) with the slot's connection, or frees the slot.
+    pub fn finish(
+        self: &Arc<Self>,
+        worker: usize,
+        link: Option<Link>,
+        outcome: Outcome,
+    ) -> Option<(Job, Option<Link>)> {
+        let mut s = self.lock();
+        match outcome {
+            Outcome::Served(arrival_to_answer) => {
+                s.served += 1;
+                s.workers[worker].served += 1;
+                s.latencies.record(arrival_to_answer.as_secs_f64() * 1000.0);
+            }
+            Outcome::Refused => {}
+            Outcome::Failed => self.fail(&mut s, worker),
+        }
+        if s.workers[worker].healthy
+            && let Some(i) = s
+                .waiting
+                .iter()
+                .position(|j| j.retry.as_ref().map(|r| r.worker) != Some(worker))
+        {
+            let job = s.waiting.remove(i).expect("index found above");
+            return Some((job, link));
+        }
+        let w = &mut s.workers[worker];
+        w.in_flight -= 1;
+        if let Some(link) = link
+            && w.healthy
+        {
+            w.links.push(link);
+        }
+        None
     }
 
     pub fn count_failed(&self) {
         self.lock().failed += 1;
+    }
+
+    pub fn worker_name(&self, worker: usize) -> &str {
+        &self.config.workers[worker]
     }
 
     pub fn status(&self) -> Status {
@@ -204,11 +255,35 @@ impl Pool {
         status
     }
 
-    /// Marks `worker` unhealthy and starts its probe task unless one runs.
+    /// Takes a slot of `worker` for `job` and starts the slot's task.
+    fn start(self: &Arc<Self>, s: &mut State, worker: usize, job: Job) {
+        let w = &mut s.workers[worker];
+        w.in_flight += 1;
+        let link = w.links.pop();
+        tokio::spawn(dispatch::run(self.clone(), worker, link, job));
+    }
+
+    /// Starts waiting jobs on free slots, oldest first. A job that cannot use any free slot
+    /// (a retry whose only free worker is the one that failed it) lets the next one by.
+    fn dispatch(self: &Arc<Self>, s: &mut State) {
+        let mut i = 0;
+        while i < s.waiting.len() && (0..s.workers.len()).any(|w| s.has_room(w)) {
+            let Some(worker) = s.pick(s.waiting[i].retry.as_ref().map(|r| r.worker)) else {
+                i += 1;
+                continue;
+            };
+            let job = s.waiting.remove(i).expect("index checked above");
+            self.start(s, worker, job);
+        }
+    }
+
+    /// Marks `worker` unhealthy, drops its kept connections and starts its probe task
+    /// unless one runs.
     fn fail(self: &Arc<Self>, s: &mut State, worker: usize) {
         let w = &mut s.workers[worker];
         w.failures += 1;
         w.healthy = false;
+        w.links.clear();
         if !w.probing {
             w.probing = true;
             tokio::spawn(probe(Arc::downgrade(self), worker));
@@ -227,16 +302,12 @@ async fn probe(pool: Weak<Pool>, worker: usize) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        if pool
-            .workers
-            .healthy(pool.worker_name(worker), pool.config.probe_timeout)
-            .await
-        {
+        if worker::healthy(pool.worker_name(worker), pool.config.probe_timeout).await {
             let mut s = pool.lock();
             let w = &mut s.workers[worker];
             w.healthy = true;
             w.probing = false;
-            s.dispatch();
+            pool.dispatch(&mut s);
             return;
         }
     }
@@ -259,80 +330,55 @@ impl State {
         let w = &self.workers[worker];
         w.healthy && w.in_flight < self.slots
     }
+}
 
-    /// Hands free slots to waiters, oldest first. A waiter that cannot use any free slot
-    /// (a retry whose only free worker is the one that failed it) lets the next one by.
-    fn dispatch(&mut self) {
-        let mut i = 0;
-        while i < self.waiting.len() && (0..self.workers.len()).any(|w| self.has_room(w)) {
-            let Some(worker) = self.pick(self.waiting[i].exclude) else {
-                i += 1;
-                continue;
-            };
-            let waiter = self.waiting.remove(i).expect("index checked above");
-            self.workers[worker].in_flight += 1;
-            if waiter.tx.send(worker).is_err() {
-                // Its receiver is gone (see `Waiting::drop`, which makes this unreachable).
-                self.workers[worker].in_flight -= 1;
+/// A client's claim on its job's answer. Dropped (the client went away) it takes the job
+/// out of the queue; a job already at a worker runs on and keeps its slot until the worker
+/// answers, so no worker ever gets a second request.
+pub struct Ticket {
+    pool: Arc<Pool>,
+    id: u64,
+    rx: oneshot::Receiver<Response>,
+}
+
+impl Ticket {
+    /// The answer, or why there is none. A job gives up only while queued, when its
+    /// deadline passes; at a worker it is bounded by `worker_timeout` per attempt.
+    pub async fn answer(mut self) -> Result<Response, Refusal> {
+        loop {
+            // While the job is at a worker, look again every `queue_timeout`: it may come
+            // back to the queue for its retry.
+            let until = self
+                .pool
+                .lock()
+                .waiting
+                .iter()
+                .find(|j| j.id == self.id)
+                .map_or(Instant::now() + self.pool.config.queue_timeout, |j| j.deadline);
+            match tokio::time::timeout_at(until.into(), &mut self.rx).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(_)) => return Err(Refusal::Lost),
+                Err(_) => {
+                    let mut s = self.pool.lock();
+                    let now = Instant::now();
+                    if let Some(i) = s.waiting.iter().position(|j| j.id == self.id && j.deadline <= now) {
+                        let job = s.waiting.remove(i).expect("index found above");
+                        if job.retry.is_none() {
+                            s.rejected += 1;
+                        }
+                        return Err(Refusal::TimedOut(job.retry));
+                    }
+                }
             }
         }
     }
-
-    fn release(&mut self, worker: usize) {
-        self.workers[worker].in_flight -= 1;
-        self.dispatch();
-    }
 }
 
-/// A request's place in the queue. Dropped (timed out, or the client went away) it leaves
-/// the queue, or gives back the slot it was sent but never took.
-struct Waiting {
-    pool: Arc<Pool>,
-    id: u64,
-    rx: oneshot::Receiver<usize>,
-}
-
-impl Drop for Waiting {
+impl Drop for Ticket {
     fn drop(&mut self) {
         let mut s = self.pool.lock();
-        if let Some(i) = s.waiting.iter().position(|w| w.id == self.id) {
+        if let Some(i) = s.waiting.iter().position(|j| j.id == self.id) {
             s.waiting.remove(i);
-        } else if let Ok(worker) = self.rx.try_recv() {
-            s.release(worker);
         }
-    }
-}
-
-/// One request's hold on one worker slot; dropping it frees the slot and wakes the next
-/// waiter. Dropped without [`Slot::served`] or [`Slot::failed`] (the client went away, the
-/// worker answered 4xx) it counts nothing.
-pub struct Slot {
-    pool: Arc<Pool>,
-    pub worker: usize,
-    failed: bool,
-}
-
-impl Slot {
-    pub fn served(self, arrival_to_answer: Duration) {
-        let mut s = self.pool.lock();
-        s.served += 1;
-        s.workers[self.worker].served += 1;
-        s.latencies.record(arrival_to_answer.as_secs_f64() * 1000.0);
-    }
-
-    /// The worker failed this request: no more requests for it until a probe says so.
-    pub fn failed(mut self) {
-        self.failed = true;
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut s = self.pool.lock();
-        if self.failed {
-            // Before the release, so dispatch does not hand it the next request.
-            self.pool.fail(&mut s, self.worker);
-        }
-        s.release(self.worker);
     }
 }

@@ -38,6 +38,9 @@ enum Mode {
     /// Answers 200, then the connection dies before the body: a worker crashing mid-answer.
     Break,
     Reject,
+    /// Answers, then closes the connection (`Connection: close`), as a worker restarting or
+    /// timing out idle connections does between requests.
+    ServeAndClose,
 }
 
 struct FakeState {
@@ -139,6 +142,14 @@ async fn run_model(State(f): State<Arc<FakeState>>, body: Bytes) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(Failure {
                 error: "model crashed".into(),
+            }),
+        )
+            .into_response(),
+        Mode::ServeAndClose => (
+            [(header::CONNECTION, "close")],
+            Json(Classification {
+                input_text: text,
+                probabilities: vec![0.25, 0.75],
             }),
         )
             .into_response(),
@@ -300,6 +311,20 @@ async fn dispatches_to_a_worker_and_answers_served() {
     // Free workers take turns.
     assert_eq!(s.workers.iter().map(|w| w.served).collect::<Vec<_>>(), [1, 1]);
     assert_eq!(states(&s), [WorkerState::Free, WorkerState::Free]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_worker_closed_is_reopened_not_counted_as_a_failure() {
+    // One worker, so a request failed on a stale connection would show as a 502.
+    let w = Fake::start(Duration::ZERO, false).await;
+    w.set(Mode::ServeAndClose, true);
+    let o = orchestrator(config(&[&w])).await;
+    for t in ["a", "b", "c"] {
+        assert_eq!(new_request(o.addr, text(t)).await.served().result.input_text, t);
+    }
+    let s = status(o.addr).await;
+    assert_eq!((s.served, s.failed, s.workers[0].failures), (3, 0, 0), "{s:#?}");
+    assert_eq!(states(&s), [WorkerState::Free]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
