@@ -91,15 +91,17 @@ async fn new_request(State(pool): State<Arc<Pool>>, body: Result<Bytes, BytesRej
     // a job already at a worker runs on (its slot is held until the worker answers).
     let ticket = match pool.submit(body, arrival) {
         Ok(ticket) => ticket,
-        Err(refusal) => return unavailable(&pool, refusal),
+        Err(refusal) => return refused(&pool, refusal),
     };
     match ticket.answer().await {
         Ok(response) => response,
-        Err(refusal) => unavailable(&pool, refusal),
+        Err(refusal) => refused(&pool, refusal),
     }
 }
 
-fn unavailable(pool: &Pool, refusal: Refusal) -> Response {
+/// The answer to a request no worker answered: 503 (with Retry-After) when it could not
+/// be queued or waited too long, 502 when its retry found no other worker in time.
+fn refused(pool: &Pool, refusal: Refusal) -> Response {
     let error = match refusal {
         Refusal::QueueFull => format!(
             "all workers are busy and {} requests are waiting already; try again shortly",
@@ -110,7 +112,6 @@ fn unavailable(pool: &Pool, refusal: Refusal) -> Response {
             pool.config.queue_timeout
         ),
         Refusal::TimedOut(Some(first)) => {
-            pool.count_failed();
             return failure(
                 StatusCode::BAD_GATEWAY,
                 format!(

@@ -64,7 +64,7 @@ pub enum Refusal {
     /// The queue was full when it came (counted as rejected).
     QueueFull,
     /// It waited `queue_timeout` for a slot: a new request (counted as rejected), or a retry
-    /// (the caller counts it as failed; its first attempt is given).
+    /// (counted as failed; its first attempt is given).
     TimedOut(Option<Retry>),
     /// Its slot task ended without answering; cannot happen unless that task panicked.
     Lost,
@@ -363,8 +363,9 @@ impl Ticket {
                     let now = Instant::now();
                     if let Some(i) = s.waiting.iter().position(|j| j.id == self.id && j.deadline <= now) {
                         let job = s.waiting.remove(i).expect("index found above");
-                        if job.retry.is_none() {
-                            s.rejected += 1;
+                        match job.retry {
+                            None => s.rejected += 1,
+                            Some(_) => s.failed += 1,
                         }
                         return Err(Refusal::TimedOut(job.retry));
                     }
