@@ -150,18 +150,28 @@ impl Pool {
         };
         // After every dispatch no waiting job can use any free slot, so a slot free now is
         // one nobody waiting can take: taking it skips no one.
-        if let Some(worker) = s.pick(None) {
+        let deadline = job.deadline;
+        let queued = if let Some(worker) = s.pick(None) {
             self.start(&mut s, worker, job);
+            false
         } else if s.waiting.len() >= s.queue_limit {
             s.rejected += 1;
             return Err(Refusal::QueueFull);
         } else {
             s.waiting.push_back(job);
-        }
+            true
+        };
         Ok(Ticket {
             pool: self.clone(),
             id,
             rx,
+            // At a worker: look again after `queue_timeout` (see `answer`).
+            until: if queued {
+                deadline
+            } else {
+                Instant::now() + self.config.queue_timeout
+            },
+            answered: false,
         })
     }
 
@@ -339,6 +349,10 @@ pub struct Ticket {
     pool: Arc<Pool>,
     id: u64,
     rx: oneshot::Receiver<Response>,
+    /// When to look at the job again: its deadline while queued.
+    until: Instant,
+    /// The answer came, so the job is in no queue (nothing for `drop` to look for).
+    answered: bool,
 }
 
 impl Ticket {
@@ -346,28 +360,28 @@ impl Ticket {
     /// deadline passes; at a worker it is bounded by `worker_timeout` per attempt.
     pub async fn answer(mut self) -> Result<Response, Refusal> {
         loop {
-            // While the job is at a worker, look again every `queue_timeout`: it may come
-            // back to the queue for its retry.
-            let until = self
-                .pool
-                .lock()
-                .waiting
-                .iter()
-                .find(|j| j.id == self.id)
-                .map_or(Instant::now() + self.pool.config.queue_timeout, |j| j.deadline);
-            match tokio::time::timeout_at(until.into(), &mut self.rx).await {
-                Ok(Ok(response)) => return Ok(response),
+            match tokio::time::timeout_at(self.until.into(), &mut self.rx).await {
+                Ok(Ok(response)) => {
+                    self.answered = true;
+                    return Ok(response);
+                }
                 Ok(Err(_)) => return Err(Refusal::Lost),
                 Err(_) => {
                     let mut s = self.pool.lock();
                     let now = Instant::now();
-                    if let Some(i) = s.waiting.iter().position(|j| j.id == self.id && j.deadline <= now) {
-                        let job = s.waiting.remove(i).expect("index found above");
-                        match job.retry {
-                            None => s.rejected += 1,
-                            Some(_) => s.failed += 1,
+                    match s.waiting.iter().position(|j| j.id == self.id) {
+                        Some(i) if s.waiting[i].deadline <= now => {
+                            let job = s.waiting.remove(i).expect("index found above");
+                            match job.retry {
+                                None => s.rejected += 1,
+                                Some(_) => s.failed += 1,
+                            }
+                            return Err(Refusal::TimedOut(job.retry));
                         }
-                        return Err(Refusal::TimedOut(job.retry));
+                        // Back in the queue for its retry, with a new deadline.
+                        Some(i) => self.until = s.waiting[i].deadline,
+                        // At a worker: it may come back to the queue for its retry.
+                        None => self.until = now + self.pool.config.queue_timeout,
                     }
                 }
             }
@@ -377,6 +391,9 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         let mut s = self.pool.lock();
         if let Some(i) = s.waiting.iter().position(|j| j.id == self.id) {
             s.waiting.remove(i);
