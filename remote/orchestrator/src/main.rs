@@ -114,7 +114,7 @@ async fn main() -> ExitCode {
         count(config.slots_per_worker, "slot"),
         config.queue_limit,
     );
-    match agent_orchestrator::run(listener, config, shutdown()).await {
+    match agent_orchestrator::run(listener, config, agent_protocol::stop_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agent-orchestrator: {e}");
@@ -125,15 +125,6 @@ async fn main() -> ExitCode {
 
 fn count(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 #[cfg(test)]

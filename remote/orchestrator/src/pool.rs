@@ -181,7 +181,7 @@ impl Pool {
         job.deadline = Instant::now() + self.config.queue_timeout;
         let mut s = self.lock();
         s.waiting.push_front(job);
-        self.dispatch(&mut s);
+        self.start_waiting(&mut s);
     }
 
     /// Ends a slot's request on `worker`. Returns the next job for the same slot (the oldest
@@ -275,7 +275,7 @@ impl Pool {
 
     /// Starts waiting jobs on free slots, oldest first. A job that cannot use any free slot
     /// (a retry whose only free worker is the one that failed it) lets the next one by.
-    fn dispatch(self: &Arc<Self>, s: &mut State) {
+    fn start_waiting(self: &Arc<Self>, s: &mut State) {
         let mut i = 0;
         while i < s.waiting.len() && (0..s.workers.len()).any(|w| s.has_room(w)) {
             let Some(worker) = s.pick(s.waiting[i].retry.as_ref().map(|r| r.worker)) else {
@@ -317,7 +317,7 @@ async fn probe(pool: Weak<Pool>, worker: usize) {
             let w = &mut s.workers[worker];
             w.healthy = true;
             w.probing = false;
-            pool.dispatch(&mut s);
+            pool.start_waiting(&mut s);
             return;
         }
     }

@@ -3,6 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Completes when the program is told to stop: SIGTERM (systemd's stop, as agent's units
+/// use it) or Ctrl-C. Every remote program then finishes what it is serving and exits 0.
+#[cfg(feature = "server")]
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 /// Every remote program answers 200 here once it serves; `agent deploy` polls it.
 pub const HEALTH_PATH: &str = "/health";
 

@@ -76,20 +76,11 @@ async fn main() -> ExitCode {
         "agent-web: instance {instance} listening on {}",
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
-    match agent_web::run(listener, instance, shutdown()).await {
+    match agent_web::run(listener, instance, agent_protocol::stop_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agent-web: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -160,7 +160,7 @@ fn serve(s: Serve) -> ExitCode {
             s.limits.concurrency,
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
-        match agent_worker::run(listener, model, s.limits, shutdown()).await {
+        match agent_worker::run(listener, model, s.limits, agent_protocol::stop_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("agent-worker: {e}");
@@ -168,13 +168,4 @@ fn serve(s: Serve) -> ExitCode {
             }
         }
     })
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
