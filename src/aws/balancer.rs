@@ -381,7 +381,6 @@ pub async fn wait_healthy(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let last = std::cell::Cell::new((usize::MAX, usize::MAX));
     let unhealthy = std::cell::RefCell::new(Vec::<String>::new());
     let done = super::poll(Duration::from_secs(5), deadline, cancel, || async {
         let lbs = aws
@@ -405,16 +404,13 @@ pub async fn wait_healthy(
             total += h.total;
             unhealthy.borrow_mut().extend(h.unhealthy);
         }
-        if (healthy, total) != last.get() {
-            last.set((healthy, total));
-            progress
-                .event(CloudEvent::Waiting {
-                    what: "load balancer targets healthy".into(),
-                    done: healthy,
-                    total,
-                })
-                .await;
-        }
+        progress
+            .event(CloudEvent::Waiting {
+                what: "load balancer targets healthy".into(),
+                done: healthy,
+                total,
+            })
+            .await;
         Ok((active && total > 0 && healthy == total).then_some(()))
     })
     .await?;

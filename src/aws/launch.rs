@@ -564,7 +564,6 @@ async fn wait_running(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<Instance>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let last = std::cell::Cell::new(usize::MAX);
     let not_running = std::cell::RefCell::new(Vec::new());
     let done = super::poll(Duration::from_secs(2), deadline, cancel, || async {
         let out = aws
@@ -596,16 +595,13 @@ async fn wait_running(
                 _ => not_running.borrow_mut().push(id.to_owned()),
             }
         }
-        if running.len() != last.get() {
-            last.set(running.len());
-            progress
-                .event(CloudEvent::Waiting {
-                    what: "instances running".into(),
-                    done: running.len(),
-                    total: ids.len(),
-                })
-                .await;
-        }
+        progress
+            .event(CloudEvent::Waiting {
+                what: "instances running".into(),
+                done: running.len(),
+                total: ids.len(),
+            })
+            .await;
         Ok((running.len() == ids.len()).then_some(running))
     })
     .await?;

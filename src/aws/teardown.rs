@@ -239,7 +239,6 @@ pub async fn terminate(
                 .event(deleted(Kind::Instance, id, tag(i.tags(), "Name").unwrap_or(id)))
                 .await;
         }
-        let last = std::cell::Cell::new(usize::MAX);
         let done = super::poll(Duration::from_secs(3), deadline, cancel, || async {
             let out = aws
                 .ec2
@@ -254,16 +253,13 @@ pub async fn terminate(
                 .flat_map(|r| r.instances())
                 .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated))
                 .count();
-            if ended != last.get() {
-                last.set(ended);
-                progress
-                    .event(CloudEvent::Waiting {
-                        what: "instances terminated".into(),
-                        done: ended,
-                        total: ids.len(),
-                    })
-                    .await;
-            }
+            progress
+                .event(CloudEvent::Waiting {
+                    what: "instances terminated".into(),
+                    done: ended,
+                    total: ids.len(),
+                })
+                .await;
             Ok((ended == ids.len()).then_some(()))
         })
         .await?;
