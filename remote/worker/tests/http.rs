@@ -118,3 +118,64 @@ fn the_binary_refuses_a_missing_model_with_one_line() {
         )
     );
 }
+
+/// systemd stops a worker with SIGTERM while the orchestrator still holds a kept-alive
+/// connection to it: the worker must still exit, and cleanly.
+#[test]
+fn the_binary_serves_and_stops_on_sigterm_though_a_connection_stays_open() {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-worker"))
+        .args(["--bind", "127.0.0.1", "--port", "0", "--threads", "1", "--model"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .rsplit_once("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .1
+        .parse()
+        .unwrap();
+
+    // One request on a kept-alive connection, which then stays open and idle.
+    let mut kept = TcpStream::connect(addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = br#"{"text": "hello"}"#;
+    write!(
+        kept,
+        "POST /run_model HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    kept.write_all(body).unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("agent-worker did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
+    drop(kept);
+}
