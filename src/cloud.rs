@@ -222,19 +222,7 @@ pub async fn terminate(
         }
         _ => {}
     }
-    if mode != Mode::Json {
-        if deleted == 0 {
-            println!(
-                "nothing to remove: deployment {deployment} has no resources in {}",
-                aws.region
-            );
-        } else {
-            println!(
-                "removed {deleted} resources of deployment {deployment} in {}",
-                aws.region
-            );
-        }
-    }
+    render::terminated(mode, deployment, &aws.region, deleted)?;
     Ok(0)
 }
 

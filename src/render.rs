@@ -407,13 +407,8 @@ pub fn status(status: &crate::aws::teardown::Status, json: bool) -> io::Result<(
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, status)?;
-        writeln!(out)
-    } else {
-        write_status(&mut out, status)
+        return writeln!(out);
     }
-}
-
-fn write_status(out: &mut impl Write, status: &crate::aws::teardown::Status) -> io::Result<()> {
     writeln!(out, "deployment {} in {}", status.deployment, status.region)?;
     if status.instances.is_empty() && status.security_groups.is_empty() && status.load_balancers.is_empty() {
         return writeln!(out, "  no resources");
@@ -448,6 +443,25 @@ fn write_status(out: &mut impl Write, status: &crate::aws::teardown::Status) -> 
         writeln!(out, "  key pair {k}")?;
     }
     Ok(())
+}
+
+/// The last line of `agent terminate` (with `--json` the deletions were its events).
+pub fn terminated(mode: Mode, deployment: &str, region: &str, deleted: usize) -> io::Result<()> {
+    if mode == Mode::Json {
+        return Ok(());
+    }
+    let mut out = io::stdout().lock();
+    if deleted == 0 {
+        writeln!(
+            out,
+            "nothing to remove: deployment {deployment} has no resources in {region}"
+        )
+    } else {
+        writeln!(
+            out,
+            "removed {deleted} resources of deployment {deployment} in {region}"
+        )
+    }
 }
 
 /// One line of the summary or of an error note.
