@@ -8,9 +8,13 @@
 //! up to `queue` more requests wait, and beyond that the worker answers 503 at once (the
 //! orchestrator sends one request at a time, so this bounds misuse, not normal load).
 //!
-//! Modules: [`model`] (the network and tokenizer), [`head`] (the reproducible classification
+//! Modules: [`model`] (the network and tokenizer), [`dense`] (its linear layers and the
+//! kernel choice), `amx` (the AMX tile kernel), [`head`] (the reproducible classification
 //! head).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+pub mod dense;
 pub mod head;
 pub mod model;
 
@@ -29,6 +33,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+pub use dense::Kernel;
 pub use model::Model;
 
 /// Characters of the lab's random input text.

@@ -1,11 +1,14 @@
 //! DistilBERT sequence classification (the distilbert-base-uncased architecture) on the CPU,
-//! with candle, from a Hugging Face model folder: `config.json`, `model.safetensors`,
-//! `tokenizer.json`, and the classification head either in the weights or beside them in
-//! `head.safetensors` (see [`crate::head`]).
+//! from a Hugging Face model folder: `config.json`, `model.safetensors`, `tokenizer.json`, and
+//! the classification head either in the weights or beside them in `head.safetensors` (see
+//! [`crate::head`]).
 //!
-//! Written here rather than taken from candle-transformers, whose DistilBERT uses the tanh
-//! approximation of GELU (logits ~5e-5 off PyTorch's) and an inverted attention mask, and
-//! whose one crate dominates the build. One request is one sequence: no padding, so no mask.
+//! The forward pass is written out on plain f32 buffers: the linear layers go to
+//! [`crate::dense`] (AMX tiles or f32 gemm), the attention's per-head products to gemm with
+//! strides (no copies per head), the rest is loops. On candle tensors the same pass spent a
+//! quarter of its time outside the linear layers, in head reshapes and narrow kernels.
+//! GELU is the exact erf form, as transformers' (the tanh form drifts ~5e-5). One request is
+//! one sequence: no padding, so no mask.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,11 +17,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use agent_protocol::model as files;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use safetensors::tensor::{Dtype, Metadata};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::dense::{Dense, Kernel};
 
 /// What can go wrong loading a model folder: each says which file and what to do.
 #[derive(Debug)]
@@ -87,36 +90,50 @@ impl Config {
 /// A loaded model: tokenizer, encoder, head. Immutable, so one instance serves every request.
 pub struct Model {
     tokenizer: Tokenizer,
-    embeddings: Embeddings,
+    kernel: Kernel,
+    dim: usize,
+    vocab: usize,
+    /// (vocab × dim) and (positions × dim), row-major.
+    words: Vec<f32>,
+    positions: Vec<f32>,
+    embedding_norm: Norm,
     layers: Vec<Layer>,
     pre_classifier: Dense,
     classifier: Dense,
-    labels: usize,
-}
-
-struct Embeddings {
-    words: Embedding,
-    positions: Embedding,
-    norm: LayerNorm,
 }
 
 struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    /// Query, key and value in one product (3·dim outputs): one pass over the activations.
+    qkv: Dense,
     out: Dense,
-    attention_norm: LayerNorm,
+    attention_norm: Norm,
     ffn_in: Dense,
     ffn_out: Dense,
-    output_norm: LayerNorm,
+    output_norm: Norm,
     heads: usize,
+}
+
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 /// transformers' DistilBERT LayerNorm epsilon.
 const EPS: f64 = 1e-12;
 
 impl Model {
+    /// The model in `dir`, on the fastest kernel this CPU has ([`Kernel::detect`]).
     pub fn load(dir: &Path) -> Result<Model, LoadError> {
+        Model::load_with(dir, Kernel::detect())
+    }
+
+    pub fn load_with(dir: &Path, kernel: Kernel) -> Result<Model, LoadError> {
+        if !kernel.available() {
+            return Err(LoadError(format!(
+                "the {} kernel needs a CPU with AMX-BF16 (Sapphire Rapids or later) and Linux 5.16+; use --kernel f32",
+                kernel.name()
+            )));
+        }
         let config = Config::read(dir)?;
         let tokenizer_path = dir.join(files::TOKENIZER);
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
@@ -142,8 +159,7 @@ impl Model {
         if head.is_file() {
             tensors.extend(read_safetensors(&head)?);
         }
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-        if !vb.contains_tensor("classifier.weight") {
+        if !tensors.contains_key("classifier.weight") {
             return Err(LoadError(format!(
                 "{} has no classification head (pre_classifier, classifier): run `agent-worker head {}` once to make a reproducible one",
                 dir.display(),
@@ -151,55 +167,54 @@ impl Model {
             )));
         }
         // Saved from DistilBertFor* the encoder sits under `distilbert.`; from DistilBertModel, at the root.
-        let encoder = if vb.contains_tensor("distilbert.embeddings.word_embeddings.weight") {
-            vb.pp("distilbert")
+        let prefix = if tensors.contains_key("distilbert.embeddings.word_embeddings.weight") {
+            "distilbert."
         } else {
-            vb.clone()
+            ""
         };
-        let wrong = |e: candle_core::Error| {
-            LoadError(format!(
-                "the weights in {} do not fit its config.json: {e}",
-                dir.display()
-            ))
-        };
+        let mut t = Tensors { tensors, dir, kernel };
         let c = &config;
-        let emb = encoder.pp("embeddings");
-        let embeddings = Embeddings {
-            words: candle_nn::embedding(c.vocab_size, c.dim, emb.pp("word_embeddings")).map_err(wrong)?,
-            positions: candle_nn::embedding(c.max_position_embeddings, c.dim, emb.pp("position_embeddings"))
-                .map_err(wrong)?,
-            norm: candle_nn::layer_norm(c.dim, EPS, emb.pp("LayerNorm")).map_err(wrong)?,
-        };
+        let (d, h) = (c.dim, c.hidden_dim);
+        let e = format!("{prefix}embeddings.");
+        let words = t.take(&format!("{e}word_embeddings.weight"), &[c.vocab_size, d])?;
+        let positions = t.take(
+            &format!("{e}position_embeddings.weight"),
+            &[c.max_position_embeddings, d],
+        )?;
+        let embedding_norm = t.norm(&format!("{e}LayerNorm"), d)?;
         let layers = (0..c.n_layers)
             .map(|i| {
-                let l = encoder.pp(format!("transformer.layer.{i}"));
-                let a = l.pp("attention");
+                let l = format!("{prefix}transformer.layer.{i}.");
+                let a = format!("{l}attention.");
+                let mut weight = Vec::with_capacity(3 * d * d);
+                let mut bias = Vec::with_capacity(3 * d);
+                for part in ["q_lin", "k_lin", "v_lin"] {
+                    weight.extend(t.take(&format!("{a}{part}.weight"), &[d, d])?);
+                    bias.extend(t.take(&format!("{a}{part}.bias"), &[d])?);
+                }
                 Ok(Layer {
-                    query: dense(c.dim, c.dim, a.pp("q_lin"))?,
-                    key: dense(c.dim, c.dim, a.pp("k_lin"))?,
-                    value: dense(c.dim, c.dim, a.pp("v_lin"))?,
-                    out: dense(c.dim, c.dim, a.pp("out_lin"))?,
-                    attention_norm: candle_nn::layer_norm(c.dim, EPS, l.pp("sa_layer_norm"))?,
-                    ffn_in: dense(c.dim, c.hidden_dim, l.pp("ffn.lin1"))?,
-                    ffn_out: dense(c.hidden_dim, c.dim, l.pp("ffn.lin2"))?,
-                    output_norm: candle_nn::layer_norm(c.dim, EPS, l.pp("output_layer_norm"))?,
+                    qkv: Dense::new(weight, bias, d, 3 * d, kernel),
+                    out: t.dense(&format!("{a}out_lin"), d, d)?,
+                    attention_norm: t.norm(&format!("{l}sa_layer_norm"), d)?,
+                    ffn_in: t.dense(&format!("{l}ffn.lin1"), d, h)?,
+                    ffn_out: t.dense(&format!("{l}ffn.lin2"), h, d)?,
+                    output_norm: t.norm(&format!("{l}output_layer_norm"), d)?,
                     heads: c.n_heads,
                 })
             })
-            .collect::<candle_core::Result<Vec<_>>>()
-            .map_err(wrong)?;
-        let labels = vb
-            .get_unchecked("classifier.weight")
-            .map_err(wrong)?
-            .dim(0)
-            .map_err(wrong)?;
+            .collect::<Result<Vec<_>, LoadError>>()?;
+        let labels = t.tensors["classifier.weight"].shape.first().copied().unwrap_or(0);
         Ok(Model {
             tokenizer,
-            embeddings,
+            kernel,
+            dim: d,
+            vocab: c.vocab_size,
+            words,
+            positions,
+            embedding_norm,
             layers,
-            pre_classifier: dense(c.dim, c.dim, vb.pp("pre_classifier")).map_err(wrong)?,
-            classifier: dense(c.dim, labels, vb.pp("classifier")).map_err(wrong)?,
-            labels,
+            pre_classifier: t.dense("pre_classifier", d, d)?,
+            classifier: t.dense("classifier", d, labels)?,
         })
     }
 
@@ -215,7 +230,13 @@ impl Model {
     /// The logits of each label for `text`.
     pub fn logits(&self, text: &str) -> Result<Vec<f32>, String> {
         let ids = self.tokens(text)?;
-        self.forward(&ids).map_err(|e| format!("inference failed: {e}"))
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(format!(
+                "inference failed: token id {id} is outside the model's vocabulary of {}; tokenizer.json and config.json disagree",
+                self.vocab
+            ));
+        }
+        Ok(self.forward(&ids))
     }
 
     /// Softmax of [`Model::logits`], computed in f64 so the sum is 1 to double precision.
@@ -224,52 +245,197 @@ impl Model {
     }
 
     pub fn labels(&self) -> usize {
-        self.labels
+        self.classifier.output()
     }
 
-    fn forward(&self, ids: &[u32]) -> candle_core::Result<Vec<f32>> {
-        let device = Device::Cpu;
-        let n = ids.len();
-        let words = self.embeddings.words.forward(&Tensor::new(ids, &device)?)?;
-        let positions = self
-            .embeddings
-            .positions
-            .forward(&Tensor::arange(0u32, n as u32, &device)?)?;
-        let mut x = self.embeddings.norm.forward(&(words + positions)?)?;
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    fn forward(&self, ids: &[u32]) -> Vec<f32> {
+        // rayon's pool is sized by the worker's --threads (RAYON_NUM_THREADS).
+        let threads = rayon::current_num_threads();
+        let (n, d) = (ids.len(), self.dim);
+        let mut x = vec![0f32; n * d];
+        for (t, (row, &id)) in x.chunks_exact_mut(d).zip(ids).enumerate() {
+            let word = &self.words[id as usize * d..][..d];
+            let position = &self.positions[t * d..][..d];
+            for ((v, w), p) in row.iter_mut().zip(word).zip(position) {
+                *v = w + p;
+            }
+        }
+        self.embedding_norm.apply(&mut x);
         for layer in &self.layers {
-            x = layer.forward(&x)?;
+            x = layer.forward(&x, n, threads);
         }
         // The [CLS] position summarises the sequence, as in DistilBertForSequenceClassification.
-        let cls = x.narrow(0, 0, 1)?;
-        let hidden = self.pre_classifier.forward(&cls)?.relu()?;
-        self.classifier.forward(&hidden)?.squeeze(0)?.to_vec1()
+        let mut hidden = self.pre_classifier.forward(&x[..d], 1, threads);
+        hidden.iter_mut().for_each(|v| *v = v.max(0.0));
+        self.classifier.forward(&hidden, 1, threads)
     }
 }
 
 impl Layer {
-    /// One transformer block on `x` of shape (tokens, dim), post-norm as DistilBERT.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, dim) = x.dims2()?;
-        let head_dim = dim / self.heads;
-        // (tokens, dim) → (heads, tokens, head_dim)
-        let split = |t: Tensor| t.reshape((n, self.heads, head_dim))?.transpose(0, 1)?.contiguous();
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = weights.matmul(&v)?.transpose(0, 1)?.reshape((n, dim))?;
-        let x = self.attention_norm.forward(&(self.out.forward(&context)? + x)?)?;
+    /// One transformer block on `x` (tokens × dim), post-norm as DistilBERT.
+    fn forward(&self, x: &[f32], n: usize, threads: usize) -> Vec<f32> {
+        let qkv = self.qkv.forward(x, n, threads);
+        let context = attention(&qkv, n, self.heads, threads);
+        let mut h = self.out.forward(&context, n, threads);
+        add(&mut h, x);
+        self.attention_norm.apply(&mut h);
+        let mut ffn = self.ffn_in.forward(&h, n, threads);
         // The exact (erf) GELU, as transformers' "gelu"; the tanh form drifts by ~5e-5.
-        let ffn = self.ffn_out.forward(&self.ffn_in.forward(&x)?.gelu_erf()?)?;
-        self.output_norm.forward(&(ffn + x)?)
+        ffn.iter_mut()
+            .for_each(|v| *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2)));
+        let mut out = self.ffn_out.forward(&ffn, n, threads);
+        add(&mut out, &h);
+        self.output_norm.apply(&mut out);
+        out
     }
 }
 
-/// Every tensor of a safetensors file, as f32, each read straight into its own buffer. Not
-/// mapped: candle copies mapped tensors, so the mapping and the copies together made the
-/// peak memory twice the model's size.
-fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, LoadError> {
+/// Multi-head self-attention over one sequence (no padding, so no mask). `qkv` is n rows of
+/// [q | k | v]; each head's products read its columns in place through gemm's strides.
+fn attention(qkv: &[f32], n: usize, heads: usize, threads: usize) -> Vec<f32> {
+    let dim = qkv.len() / n / 3;
+    let hd = dim / heads;
+    let row = 3 * dim as isize;
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut context = vec![0f32; n * dim];
+    let mut scores = vec![0f32; n * n];
+    for h in 0..heads {
+        let (q, k, v) = (h * hd, dim + h * hd, 2 * dim + h * hd);
+        // SAFETY: (n × n) scores from q (n × hd, row stride 3·dim) and kᵀ (hd × n), all in
+        // their buffers.
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                hd,
+                scores.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                qkv[q..].as_ptr(),
+                1,
+                row,
+                qkv[k..].as_ptr(),
+                row,
+                1,
+                0.0,
+                1.0 / (hd as f32).sqrt(),
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+        for r in scores.chunks_exact_mut(n) {
+            let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for s in r.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            r.iter_mut().for_each(|s| *s /= sum);
+        }
+        // SAFETY: (n × hd) into context's head columns (row stride dim) from the weights
+        // (n × n) and v (n × hd, row stride 3·dim).
+        unsafe {
+            gemm::gemm(
+                n,
+                hd,
+                n,
+                context[h * hd..].as_mut_ptr(),
+                1,
+                dim as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                n as isize,
+                qkv[v..].as_ptr(),
+                1,
+                row,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+    }
+    context
+}
+
+fn add(x: &mut [f32], residual: &[f32]) {
+    x.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
+}
+
+impl Norm {
+    /// LayerNorm of every row of `x`, in place; the statistics in f64.
+    fn apply(&self, x: &mut [f32]) {
+        let d = self.weight.len();
+        for row in x.chunks_exact_mut(d) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let scale = 1.0 / (var + EPS).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                *v = ((*v as f64 - mean) * scale) as f32 * w + b;
+            }
+        }
+    }
+}
+
+/// A checkpoint's tensors, taken one by one as the layers are built (so each f32 copy can be
+/// dropped once packed).
+struct Tensors<'a> {
+    tensors: HashMap<String, Stored>,
+    dir: &'a Path,
+    kernel: Kernel,
+}
+
+struct Stored {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+impl Tensors<'_> {
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let dir = self.dir.display();
+        match self.tensors.remove(name) {
+            Some(t) if t.shape == shape => Ok(t.values),
+            Some(t) => Err(LoadError(format!(
+                "the weights in {dir} do not fit its config.json: {name} has shape {:?}, the config needs {shape:?}",
+                t.shape
+            ))),
+            None => Err(LoadError(format!(
+                "the weights in {dir} do not fit its config.json: {name} is missing"
+            ))),
+        }
+    }
+
+    fn dense(&mut self, name: &str, input: usize, output: usize) -> Result<Dense, LoadError> {
+        let weight = self.take(&format!("{name}.weight"), &[output, input])?;
+        let bias = self.take(&format!("{name}.bias"), &[output])?;
+        Ok(Dense::new(weight, bias, input, output, self.kernel))
+    }
+
+    fn norm(&mut self, name: &str, dim: usize) -> Result<Norm, LoadError> {
+        Ok(Norm {
+            weight: self.take(&format!("{name}.weight"), &[dim])?,
+            bias: self.take(&format!("{name}.bias"), &[dim])?,
+        })
+    }
+}
+
+/// Every tensor of a safetensors file, as f32, each read straight into its own buffer (not
+/// mapped: a mapping beside the copies made the peak memory twice the model's size).
+fn read_safetensors(path: &Path) -> Result<HashMap<String, Stored>, LoadError> {
     let bad = |e: String| LoadError(format!("{}: {e}", path.display()));
     let Header {
         file,
@@ -287,34 +453,40 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, LoadError> {
                 "tensor {name}: its data is out of bounds or of the wrong size"
             )));
         }
-        let tensor = match info.dtype {
+        let read = |raw: &mut [u8]| {
+            file.read_exact_at(raw, data_start + begin as u64)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))
+        };
+        let values = match info.dtype {
             Dtype::F32 => {
                 let mut values = vec![0f32; count];
                 // SAFETY: any byte pattern is a valid f32; the file is little-endian like x86_64.
-                let raw = unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), count * 4) };
-                file.read_exact_at(raw, data_start + begin as u64)
-                    .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-                Tensor::from_vec(values, info.shape.as_slice(), &Device::Cpu)
+                read(unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), count * 4) })?;
+                values
             }
             Dtype::F16 | Dtype::BF16 => {
-                let mut raw = vec![0u8; end - begin];
-                file.read_exact_at(&mut raw, data_start + begin as u64)
-                    .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-                let dtype = if info.dtype == Dtype::F16 {
-                    DType::F16
+                let mut raw = vec![0u8; count * 2];
+                read(&mut raw)?;
+                let halves = raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                if info.dtype == Dtype::F16 {
+                    halves.map(|h| half::f16::from_bits(h).to_f32()).collect()
                 } else {
-                    DType::BF16
-                };
-                Tensor::from_raw_buffer(&raw, dtype, &info.shape, &Device::Cpu).and_then(|t| t.to_dtype(DType::F32))
+                    halves.map(|h| f32::from_bits((h as u32) << 16)).collect()
+                }
             }
             other => {
                 return Err(bad(format!(
                     "tensor {name}: type {other:?} is not supported (use float32)"
                 )));
             }
-        }
-        .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-        out.insert(name, tensor);
+        };
+        out.insert(
+            name,
+            Stored {
+                shape: info.shape.clone(),
+                values,
+            },
+        );
     }
     Ok(out)
 }
@@ -351,27 +523,6 @@ impl Header {
             data_start: 8 + header_len as u64,
             size,
         })
-    }
-}
-
-/// A linear layer computed as (W · xᵀ)ᵀ rather than x · Wᵀ: gemm then streams the large
-/// weight as its left operand against the few token columns, which was faster here at
-/// short texts than candle's `Linear` (and than storing W transposed).
-struct Dense {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-fn dense(input: usize, output: usize, vb: VarBuilder) -> candle_core::Result<Dense> {
-    Ok(Dense {
-        weight: vb.get((output, input), "weight")?,
-        bias: vb.get(output, "bias")?,
-    })
-}
-
-impl Module for Dense {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.weight.matmul(&x.t()?)?.t()?.broadcast_add(&self.bias)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_worker::Model;
 use agent_worker::head::{self, Head};
+use agent_worker::{Kernel, Model};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -24,8 +24,24 @@ fn reference() -> Vec<Case> {
 }
 
 #[test]
-fn probabilities_match_pytorch_within_1e_5() {
-    let model = Model::load(&tiny()).unwrap();
+fn probabilities_match_pytorch_within_1e_5_on_f32() {
+    matches_pytorch(Kernel::F32);
+}
+
+/// On a CPU without AMX, loading with it must fail with one line instead.
+#[test]
+fn probabilities_match_pytorch_within_1e_5_on_amx_tiles() {
+    if !Kernel::Amx.available() {
+        let e = Model::load_with(&tiny(), Kernel::Amx).err().unwrap().to_string();
+        assert!(e.contains("AMX") && e.contains("--kernel f32"), "{e}");
+        return;
+    }
+    matches_pytorch(Kernel::Amx);
+}
+
+fn matches_pytorch(kernel: Kernel) {
+    let model = Model::load_with(&tiny(), kernel).unwrap();
+    assert_eq!(model.kernel(), kernel);
     let cases = reference();
     assert_eq!(cases.len(), 10);
     let mut worst = 0f64;
