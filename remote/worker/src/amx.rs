@@ -181,67 +181,74 @@ impl Packed {
         let row_blocks = m.div_ceil(16);
         // SAFETY: AMX-INT8 CPUs have AVX-512.
         let (a, row_scales) = unsafe { pack_rows(x, m, self.k) };
-        // Per 16×16 output tile, the three int32 sums, each a 1 KB tile: [row block][output block][sum].
-        let mut sums = vec![ZERO; row_blocks * outs * 3 * TILE / 64];
         let run = Run {
             a: &a,
             b: &self.data,
             blocks,
             row_blocks,
-            outs,
+            packed: self,
+            row_scales: &row_scales,
         };
-        let c = Out(sums.as_mut_ptr().cast::<i32>());
+        let y = Out(y.as_mut_ptr());
         let parts = threads.clamp(1, outs);
         if parts == 1 {
-            // SAFETY: AMX is available (a Packed exists only then); `sums` holds every tile.
-            unsafe { run.outputs(0..outs, c.0) };
+            // SAFETY: AMX is available (a Packed exists only then); y holds m × n.
+            unsafe { run.outputs(0..outs, y.0) };
         } else {
             rayon::scope(|s| {
                 for p in 0..parts {
                     let range = outs * p / parts..outs * (p + 1) / parts;
                     let run = &run;
-                    // SAFETY: as above; each part writes only its own output blocks' tiles.
-                    s.spawn(move |_| unsafe { run.outputs(range, { c }.0) });
+                    // SAFETY: as above; each part writes only its own output blocks' columns.
+                    s.spawn(move |_| unsafe { run.outputs(range, { y }.0) });
                 }
             });
         }
-        // SAFETY: i32 tiles with no padding; AVX-512 as above.
-        unsafe {
-            let sums = std::slice::from_raw_parts(sums.as_ptr().cast::<i32>(), sums.len() * 16);
-            self.combine(sums, &row_scales, y);
-        }
     }
 
-    /// y = sa · sw · (g1·2³² + g2·2²⁴ + g3·2¹⁶) + bias.
+    /// One 16×16 tile of y from its three sums (g1, g2, g3 tiles one after the other):
+    /// y = sa · sw · (g1·2³² + g2·2²⁴ + g3·2¹⁶) + bias, for the rows that exist.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512; `y` holds rows × n f32.
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    unsafe fn combine(&self, sums: &[i32], row_scales: &[f32], y: &mut [f32]) {
-        let outs = self.n.div_ceil(16);
+    unsafe fn combine(
+        &self,
+        sums: &[i32; 768],
+        rows: std::ops::Range<usize>,
+        row_scales: &[f32],
+        out: usize,
+        y: *mut f32,
+    ) {
         let (two16, two8) = (_mm512_set1_ps(65536.0), _mm512_set1_ps(256.0));
-        for (row, &sa) in row_scales.iter().enumerate() {
-            let sa = _mm512_set1_ps(sa * 65536.0);
-            for ob in 0..outs {
-                let tile = &sums[((row / 16) * outs + ob) * 3 * 256 + (row % 16) * 16..][..528];
-                // SAFETY (loads): 16 values inside their slices.
-                let g =
-                    |at: usize| _mm512_cvtepi32_ps(unsafe { _mm512_loadu_si512(tile[at..at + 16].as_ptr().cast()) });
-                // In f32: g1 rounds at 2⁻²⁴ of itself, within f32's own error on Σ|terms|.
-                let sum = _mm512_add_ps(_mm512_fmadd_ps(g(0), two16, _mm512_mul_ps(g(256), two8)), g(512));
-                let scale = _mm512_mul_ps(sa, unsafe { _mm512_loadu_ps(self.scales[ob * 16..][..16].as_ptr()) });
-                let v = _mm512_fmadd_ps(sum, scale, unsafe {
-                    _mm512_loadu_ps(self.bias[ob * 16..][..16].as_ptr())
-                });
-                let len = (self.n - ob * 16).min(16);
-                let to = y[row * self.n + ob * 16..][..len].as_mut_ptr();
-                // SAFETY: `len` f32 inside y.
-                unsafe { _mm512_mask_storeu_ps(to, if len == 16 { !0 } else { (1 << len) - 1 }, v) };
-            }
+        let cols = out * 16;
+        let len = (self.n - cols).min(16);
+        let mask = if len == 16 { !0 } else { (1u16 << len) - 1 };
+        // SAFETY (loads): 16 values inside their arrays.
+        let scale = unsafe { _mm512_loadu_ps(self.scales[cols..][..16].as_ptr()) };
+        let bias = unsafe { _mm512_loadu_ps(self.bias[cols..][..16].as_ptr()) };
+        for (r, row) in rows.enumerate() {
+            let g = |at: usize| {
+                _mm512_cvtepi32_ps(unsafe { _mm512_loadu_si512(sums[at + r * 16..][..16].as_ptr().cast()) })
+            };
+            // In f32: g1 rounds at 2⁻²⁴ of itself, within f32's own error on Σ|terms|.
+            let sum = _mm512_add_ps(_mm512_fmadd_ps(g(0), two16, _mm512_mul_ps(g(256), two8)), g(512));
+            let sa = _mm512_set1_ps(row_scales[row] * 65536.0);
+            let v = _mm512_fmadd_ps(sum, _mm512_mul_ps(sa, scale), bias);
+            // SAFETY: `len` f32 of row `row` inside y.
+            unsafe { _mm512_mask_storeu_ps(y.add(row * self.n + cols), mask, v) };
         }
     }
 }
 
 #[derive(Clone, Copy)]
-struct Out(*mut i32);
-// SAFETY: the threads given one write disjoint columns of the buffer.
+struct Out(*mut f32);
+
+/// The g1, g2, g3 tiles of one row block, line-aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Sums([i32; 768]);
+// SAFETY: the threads given one write disjoint columns of y.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
@@ -291,19 +298,23 @@ struct Run<'a> {
     b: &'a [Line],
     blocks: usize,
     row_blocks: usize,
-    /// Output blocks (of 16).
-    outs: usize,
+    packed: &'a Packed,
+    row_scales: &'a [f32],
 }
 
 impl Run<'_> {
-    /// The output blocks `range`, into their sum tiles at `c`.
+    /// The output blocks `range` of y.
     ///
     /// # Safety
-    /// AMX must be [`available`]; `c` must hold row_blocks × outs × 3 tiles.
-    unsafe fn outputs(&self, range: std::ops::Range<usize>, c: *mut i32) {
+    /// AMX must be [`available`]; `y` must hold m × n f32.
+    unsafe fn outputs(&self, range: std::ops::Range<usize>, y: *mut f32) {
         let a_block = self.blocks * 3 * TILE; // bytes per row block of A
         let a = self.a.as_ptr().cast::<u8>();
         let b = self.b.as_ptr().cast::<u8>();
+        let m = self.row_scales.len();
+        // The three sums of each row block for the output block in progress (L1-sized), each
+        // combined into y as soon as its last K chunk is done.
+        let mut sums = vec![Sums([0; 768]); self.row_blocks];
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack));
             // One row block reuses no weights: its sums then stay in tiles for the whole K.
@@ -313,17 +324,21 @@ impl Run<'_> {
                 while k0 < self.blocks {
                     let n = chunk.min(self.blocks - k0);
                     let bk = b.add((out * self.blocks + k0) * 3 * TILE);
-                    for rb in 0..self.row_blocks {
+                    for (rb, sums) in sums.iter_mut().enumerate() {
                         Step {
                             a: a.add(rb * a_block + k0 * 3 * TILE),
                             b: bk,
                             blocks: n,
-                            c: c.add((rb * self.outs + out) * 3 * 256).cast::<u8>(),
+                            c: sums.0.as_mut_ptr().cast::<u8>(),
                             first: k0 == 0,
                             // The next chunk of weights follows this one in memory.
                             prefetch: (rb == 0).then(|| bk.wrapping_add(n * 3 * TILE)),
                         }
                         .run();
+                        if k0 + n == self.blocks {
+                            let rows = rb * 16..(rb * 16 + 16).min(m);
+                            self.packed.combine(&sums.0, rows, self.row_scales, out, y);
+                        }
                     }
                     k0 += n;
                 }

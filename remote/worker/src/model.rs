@@ -44,13 +44,13 @@ pub struct Config {
     pub n_heads: usize,
     pub hidden_dim: usize,
     pub max_position_embeddings: usize,
-    #[serde(default = "gelu")]
+    #[serde(default = "gelu_name")]
     pub activation: String,
     #[serde(default = "initializer_range")]
     pub initializer_range: f64,
 }
 
-fn gelu() -> String {
+fn gelu_name() -> String {
     "gelu".into()
 }
 fn initializer_range() -> f64 {
@@ -284,9 +284,7 @@ impl Layer {
         add(&mut h, x);
         self.attention_norm.apply(&mut h);
         let mut ffn = self.ffn_in.forward(&h, n, threads);
-        // The exact (erf) GELU, as transformers' "gelu"; the tanh form drifts by ~5e-5.
-        ffn.iter_mut()
-            .for_each(|v| *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2)));
+        gelu(&mut ffn);
         let mut out = self.ffn_out.forward(&ffn, n, threads);
         add(&mut out, &h);
         self.output_norm.apply(&mut out);
@@ -335,7 +333,7 @@ fn attention(qkv: &[f32], n: usize, heads: usize, threads: usize) -> Vec<f32> {
             )
         };
         for r in scores.chunks_exact_mut(n) {
-            let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = max(r);
             let mut sum = 0.0;
             for s in r.iter_mut() {
                 *s = (*s - max).exp();
@@ -370,6 +368,67 @@ fn attention(qkv: &[f32], n: usize, heads: usize, threads: usize) -> Vec<f32> {
         };
     }
     context
+}
+
+/// The largest of `values`, written so the compiler vectorises it (`f32::max` in a fold,
+/// with its NaN rule, stays one value at a time).
+fn max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for chunk in values.chunks(16) {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The exact (erf) GELU, as transformers' "gelu" (the tanh form drifts by ~5e-5), in place;
+/// 16 values per instruction where the CPU has AVX-512.
+fn gelu(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { gelu_avx512(values) };
+    }
+    gelu_each(values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_avx512(values: &mut [f32]) {
+    gelu_each(values)
+}
+
+#[inline(always)]
+fn gelu_each(values: &mut [f32]) {
+    for v in values {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// erf(x) as Eigen's `generic_fast_erf_float`: a rational function of x on [-4, 4] (erf is 1
+/// to f32 beyond), within 4.2e-7 of the exact value; PyTorch's own GELU is within 1.1e-6.
+/// Pure arithmetic, so it vectorises, unlike libm's erff (7 % of a request).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    for c in [
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906_3e-4,
+        -2.9546e-3,
+        -1.609_603_3e-2,
+    ] {
+        p = p * x2 + c;
+    }
+    let mut q = -1.456_607_2e-5_f32;
+    for c in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
+        q = q * x2 + c;
+    }
+    x * p / q
 }
 
 fn add(x: &mut [f32], residual: &[f32]) {
@@ -531,4 +590,26 @@ pub fn softmax(logits: &[f32]) -> Vec<f64> {
     let exp: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
     let sum: f64 = exp.iter().sum();
     exp.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_is_within_5e_7_of_libm_and_gelu_vectorised_matches_one_by_one() {
+        let xs: Vec<f32> = (-60_000..=60_000).map(|i| i as f32 / 10_000.0).collect();
+        let worst = xs
+            .iter()
+            .map(|&x| (erf(x) as f64 - libm::erf(x as f64)).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 5e-7, "erf off by {worst:e}");
+        let mut fast = xs.clone();
+        gelu(&mut fast);
+        let mut each = xs.clone();
+        gelu_each(&mut each);
+        assert_eq!(fast, each);
+        assert_eq!(max(&xs[..1000]), xs[999]);
+        assert_eq!(max(&[-3.0, -2.0, -5.0]), -2.0);
+    }
 }
