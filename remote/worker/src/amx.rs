@@ -12,7 +12,7 @@
 //! y  = sa · sw · (g1·2³² + g2·2²⁴ + g3·2¹⁶)
 //! ```
 //!
-//! Each sum is exact in int32 (|g3| ≤ 3·K·2¹⁴ < 2³¹ for K up to 40 000); the pairs left out
+//! Each sum is exact in int32 (|g3| ≤ 3·K·2¹⁴ < 2³¹ for K up to [`MAX_K`]); the pairs left out
 //! weigh 2⁻²⁴ of the largest term, as f32's rounding does. Six int8 tile products cost what
 //! three bf16 ones do, and the weights take 3 bytes per value instead of 4.
 //!
@@ -21,12 +21,13 @@
 //!   the three digit tiles, in the order the kernel reads them, so a layer is one forward
 //!   stream (VNNI: tile row r holds K 4r..4r+3 of each of the 16 outputs);
 //! - activations (m × k) are packed per call: per 16-row block, per K block, three digit tiles;
-//! - the three sums accumulate in int32 tiles and are combined in f64 at the end.
+//! - the three sums accumulate in int32 tiles; each 16×16 tile is combined into the f32
+//!   output (with the bias) as soon as its last K block is done, while it is still in L1.
 //!
 //! Loop order, for cache reuse: for each output block, for each chunk of [`CHUNK`] K blocks
-//! (12 KB of weights, which stay in L1), every row block. While the first row block runs, the
-//! next chunk of weights is prefetched: without that the weights' stream from memory is not
-//! overlapped with the products, and a request took twice as long.
+//! (24 KB of weights, which stay in L1), every row block. While the first row block runs, the
+//! next chunk of weights is prefetched, so the weights' stream from memory (the whole cost at
+//! short texts) overlaps the products.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -36,6 +37,8 @@ use std::sync::OnceLock;
 const TILE: usize = 1024;
 /// K values per K block (a tile row of int8).
 const KB: usize = 64;
+/// The longest input an int32 sum holds exactly.
+pub const MAX_K: usize = 40_000;
 /// K blocks per weight chunk kept in L1 across the row blocks (24 KB).
 const CHUNK: usize = 8;
 /// The largest fixed-point value: its top digit is then at most 127 after the lower two are
@@ -133,6 +136,7 @@ pub struct Packed {
 impl Packed {
     pub fn new(w: &[f32], bias: &[f32], n: usize, k: usize) -> Packed {
         assert!(available(), "AMX is not available");
+        assert!(k <= MAX_K, "{k} inputs: an int32 sum holds {MAX_K}");
         // SAFETY: AMX-INT8 CPUs have AVX-512.
         let mut packed = unsafe { Packed::pack(w, n, k) };
         packed.bias = bias.to_vec();

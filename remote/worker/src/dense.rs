@@ -33,6 +33,15 @@ impl Kernel {
         }
     }
 
+    /// The widest layer input the kernel computes exactly.
+    pub fn max_input(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::MAX_K,
+            _ => usize::MAX,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Amx => "amx",

@@ -1,7 +1,7 @@
-//! agent-worker [--bind ADDR] [--port PORT] [--model DIR] [--threads N] [--concurrency N] [--queue N]
+//! agent-worker [--bind ADDR] [--port PORT] [--model DIR] [--threads N] [--concurrency N] [--queue N] [--kernel amx|f32|auto]
 //! agent-worker head DIR [--seed N]
 //!
-//! Environment: AGENT_WORKER_PORT, AGENT_WORKER_MODEL, AGENT_WORKER_THREADS,
+//! Environment: AGENT_WORKER_PORT, AGENT_WORKER_MODEL, AGENT_WORKER_THREADS, AGENT_WORKER_KERNEL,
 //! AGENT_WORKER_PROCESSES (worker processes on this host, to size the default threads),
 //! AGENT_WORKER_CONCURRENCY, AGENT_WORKER_QUEUE, AGENT_WORKER_HEAD_SEED.
 
@@ -11,15 +11,16 @@ use std::time::Instant;
 
 use agent_protocol::{CHANGED, env as vars};
 use agent_worker::head::{self, Head};
-use agent_worker::{Limits, Model};
+use agent_worker::{Kernel, Limits, Model};
 
-const USAGE: &str = "usage: agent-worker [--bind ADDR] [--port PORT] [--model DIR] [--threads N] [--concurrency N] [--queue N] | agent-worker head DIR [--seed N]";
+const USAGE: &str = "usage: agent-worker [--bind ADDR] [--port PORT] [--model DIR] [--threads N] [--concurrency N] [--queue N] [--kernel amx|f32|auto] | agent-worker head DIR [--seed N]";
 
 struct Serve {
     bind: String,
     port: u16,
     model: Option<PathBuf>,
     threads: usize,
+    kernel: Kernel,
     limits: Limits,
 }
 
@@ -56,7 +57,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
         let dir = dir.ok_or(format!("head needs the model folder; {USAGE}"))?;
         return Ok(Command::Head { dir, seed });
     }
-    // Threads sized to the host, shared by its worker processes: candle's own default counts
+    // Threads sized to the host, shared by its worker processes: rayon's own default counts
     // cores, which on EC2 are hyperthreads, and ignores the sibling processes.
     let processes: usize = env(vars::WORKER_PROCESSES, "a number")?.unwrap_or(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -65,6 +66,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
         port: env("AGENT_WORKER_PORT", "a port")?.unwrap_or(5000),
         model: env::<PathBuf>(vars::WORKER_MODEL, "a path")?,
         threads: env("AGENT_WORKER_THREADS", "a number")?.unwrap_or((cpus / processes.max(1)).max(1)),
+        kernel: env("AGENT_WORKER_KERNEL", "amx, f32 or auto")?.unwrap_or_else(Kernel::detect),
         limits: Limits {
             concurrency: env("AGENT_WORKER_CONCURRENCY", "a number")?.unwrap_or(1),
             queue: env("AGENT_WORKER_QUEUE", "a number")?.unwrap_or(16),
@@ -79,6 +81,7 @@ fn parse(args: Vec<String>) -> Result<Command, String> {
             "--threads" => s.threads = number(&flag, value()?, "a number of threads")?,
             "--concurrency" => s.limits.concurrency = number(&flag, value()?, "a number")?,
             "--queue" => s.limits.queue = number(&flag, value()?, "a number")?,
+            "--kernel" => s.kernel = number(&flag, value()?, "amx, f32 or auto")?,
             _ => return Err(format!("unknown argument {flag:?}; {USAGE}")),
         }
     }
@@ -125,11 +128,11 @@ fn serve(s: Serve) -> ExitCode {
         eprintln!("agent-worker: no model: set AGENT_WORKER_MODEL or --model to a Hugging Face model folder");
         return ExitCode::from(2);
     };
-    // candle and rayon read the thread count from here; set before any thread exists.
+    // rayon (the model's thread pool) reads the count from here; set before any thread exists.
     // SAFETY: still single-threaded: the runtime below is not built yet.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", s.threads.to_string()) };
     let started = Instant::now();
-    let model = match Model::load(&dir) {
+    let model = match Model::load_with(&dir, s.kernel) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("agent-worker: {e}");
@@ -153,9 +156,10 @@ fn serve(s: Serve) -> ExitCode {
             }
         };
         eprintln!(
-            "agent-worker: model {} loaded in {:.2} s; {} threads, {} at a time; listening on {}",
+            "agent-worker: model {} loaded in {:.2} s; {} kernel, {} threads, {} at a time; listening on {}",
             dir.display(),
             loaded.as_secs_f64(),
+            s.kernel.name(),
             s.threads,
             s.limits.concurrency,
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default()

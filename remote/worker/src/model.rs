@@ -130,11 +130,20 @@ impl Model {
     pub fn load_with(dir: &Path, kernel: Kernel) -> Result<Model, LoadError> {
         if !kernel.available() {
             return Err(LoadError(format!(
-                "the {} kernel needs a CPU with AMX-BF16 (Sapphire Rapids or later) and Linux 5.16+; use --kernel f32",
+                "the {} kernel needs a CPU with AMX-INT8 (Sapphire Rapids or later) and Linux 5.16+; use --kernel f32",
                 kernel.name()
             )));
         }
         let config = Config::read(dir)?;
+        let widest = config.dim.max(config.hidden_dim);
+        if widest > kernel.max_input() {
+            return Err(LoadError(format!(
+                "{}: layers {widest} wide are more than the {} kernel sums exactly ({}); use --kernel f32",
+                dir.join(files::CONFIG).display(),
+                kernel.name(),
+                kernel.max_input()
+            )));
+        }
         let tokenizer_path = dir.join(files::TOKENIZER);
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| LoadError(format!("cannot load {}: {e}", tokenizer_path.display())))?;

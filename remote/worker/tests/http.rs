@@ -117,6 +117,11 @@ fn the_binary_refuses_a_missing_model_with_one_line() {
             "agent-worker: --threads \"lots\": expected a number of threads"
         )
     );
+    let (code, err) = run(&["--kernel", "gpu"]);
+    assert_eq!(
+        (code, err.trim()),
+        (Some(2), "agent-worker: --kernel \"gpu\": expected amx, f32 or auto")
+    );
 }
 
 /// systemd stops a worker with SIGTERM while the orchestrator still holds a kept-alive
