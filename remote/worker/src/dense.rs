@@ -98,11 +98,6 @@ impl Dense {
         let mut y = vec![0f32; tokens * self.output];
         match &self.weights {
             Weights::F32 { weight: w, bias } => {
-                let parallelism = if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                };
                 // gemm is given x · Wᵀ with the answer column-major, then transposed here: any
                 // other arrangement has it repack the whole weight on every call (2x slower).
                 let mut columns = vec![0f32; tokens * self.output];
@@ -129,7 +124,7 @@ impl Dense {
                         false,
                         false,
                         false,
-                        parallelism,
+                        parallelism(threads),
                     )
                 };
                 for (row, out) in y.chunks_exact_mut(self.output).enumerate() {
@@ -142,5 +137,14 @@ impl Dense {
             Weights::Amx(packed) => packed.forward(x, tokens, &mut y, threads),
         }
         y
+    }
+}
+
+/// gemm's threading for `threads` (rayon's pool when more than one).
+pub(crate) fn parallelism(threads: usize) -> gemm::Parallelism {
+    if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
     }
 }

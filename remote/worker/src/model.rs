@@ -307,11 +307,7 @@ fn attention(qkv: &[f32], n: usize, heads: usize, threads: usize) -> Vec<f32> {
     let dim = qkv.len() / n / 3;
     let hd = dim / heads;
     let row = 3 * dim as isize;
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism = crate::dense::parallelism(threads);
     let mut context = vec![0f32; n * dim];
     let mut scores = vec![0f32; n * n];
     for h in 0..heads {

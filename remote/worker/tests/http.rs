@@ -125,13 +125,24 @@ fn the_binary_refuses_a_missing_model_with_one_line() {
 }
 
 /// systemd stops a worker with SIGTERM while the orchestrator still holds a kept-alive
-/// connection to it: the worker must still exit, and cleanly.
+/// connection to it: the worker must still exit, and cleanly. Run on the f32 kernel, as on
+/// the lab's t2/m4 hosts (the in-process tests use the detected one).
 #[test]
 fn the_binary_serves_and_stops_on_sigterm_though_a_connection_stays_open() {
     use std::io::{BufRead, BufReader};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_agent-worker"))
-        .args(["--bind", "127.0.0.1", "--port", "0", "--threads", "1", "--model"])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--kernel",
+            "f32",
+            "--model",
+        ])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny"))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -147,6 +158,7 @@ fn the_binary_serves_and_stops_on_sigterm_though_a_connection_stays_open() {
         .1
         .parse()
         .unwrap();
+    assert!(line.contains("; f32 kernel, 1 threads,"), "{line}");
 
     // One request on a kept-alive connection, which then stays open and idle.
     let mut kept = TcpStream::connect(addr).unwrap();
