@@ -95,32 +95,46 @@ fn bytes(lines: &mut [Line]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), lines.len() * 64) }
 }
 
-/// The fixed-point scale of `values`, and its inverse (0 for all zeros).
-#[inline(always)]
-fn scale_of(values: &[f32]) -> (f32, f32) {
-    let max = values.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    ((max / QMAX) as f32, if max > 0.0 { (QMAX / max) as f32 } else { 0.0 })
+/// Lanes of a 16-wide load that hold values, for the last short chunk of a row.
+fn lanes(len: usize) -> u16 {
+    if len >= 16 { !0 } else { (1u16 << len) - 1 }
 }
 
-/// Up to 64 `values` as three digit rows. In f32: the product is within one unit of the
-/// fixed-point value (2⁻²³ of the row's largest), and 16 values go per instruction.
-#[inline(always)]
-fn digits(values: &[f32], inverse: f32) -> [[i8; KB]; 3] {
-    let mut padded = [0f32; KB];
-    padded[..values.len()].copy_from_slice(values);
-    let mut d = [[0i8; KB]; 3];
-    for (i, &v) in padded.iter().enumerate() {
-        // Rounded half away from zero; `round` itself is a libm call without SSE4.1.
-        let q = v * inverse;
-        let q = (q + 0.5f32.copysign(q)) as i32;
-        let d3 = ((q + 128) & 255) - 128;
-        let q = (q - d3) >> 8;
-        let d2 = ((q + 128) & 255) - 128;
-        d[0][i] = ((q - d2) >> 8) as i8;
-        d[1][i] = d2 as i8;
-        d[2][i] = d3 as i8;
+/// A row's fixed-point scale (its largest |value| / QMAX), and the inverse in every lane (0 for
+/// a row of zeros). Needs AVX-512, as every AMX CPU has.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn fixed_point(values: &[f32]) -> (f32, __m512) {
+    let mut max = _mm512_setzero_ps();
+    for c in values.chunks(16) {
+        // SAFETY: the mask covers c's values only.
+        let v = unsafe { _mm512_maskz_loadu_ps(lanes(c.len()), c.as_ptr()) };
+        max = _mm512_max_ps(max, _mm512_abs_ps(v));
     }
-    d
+    let max = _mm512_reduce_max_ps(max) as f64;
+    let inverse = if max > 0.0 { (QMAX / max) as f32 } else { 0.0 };
+    ((max / QMAX) as f32, _mm512_set1_ps(inverse))
+}
+
+/// Up to 16 values as their three digits (d1, d2, d3), zero past the end. Rounded to nearest
+/// in f32: within one unit (2⁻²³ of the row's largest) of the fixed-point value.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+fn digits(chunk: &[f32], inverse: __m512) -> [[u8; 16]; 3] {
+    let (b128, b255) = (_mm512_set1_epi32(128), _mm512_set1_epi32(255));
+    // (q + 128) & 255 - 128: the low digit, balanced into -128..=127.
+    let low = |q: __m512i| _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(q, b128), b255), b128);
+    // SAFETY: the mask covers chunk's values only.
+    let v = unsafe { _mm512_maskz_loadu_ps(lanes(chunk.len()), chunk.as_ptr()) };
+    let q = _mm512_cvtps_epi32(_mm512_mul_ps(v, inverse));
+    let d3 = low(q);
+    let q = _mm512_srai_epi32::<8>(_mm512_sub_epi32(q, d3));
+    let d2 = low(q);
+    let d1 = _mm512_srai_epi32::<8>(_mm512_sub_epi32(q, d2));
+    let mut out = [[0u8; 16]; 3];
+    for (to, d) in out.iter_mut().zip([d1, d2, d3]) {
+        // SAFETY: 16 bytes into a 16-byte array.
+        unsafe { _mm_storeu_si128(to.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(d)) };
+    }
+    out
 }
 
 /// A weight matrix (n × k, row-major as in the checkpoint) packed for [`Packed::forward`].
@@ -153,16 +167,17 @@ impl Packed {
         let flat = bytes(&mut data);
         let mut scales = Vec::with_capacity(n);
         for (row, values) in w.chunks_exact(k).enumerate() {
-            let (scale, inverse) = scale_of(values);
+            let (scale, inverse) = fixed_point(values);
             scales.push(scale);
-            for (kb, chunk) in values.chunks(KB).enumerate() {
+            for (c, chunk) in values.chunks(16).enumerate() {
                 let d = digits(chunk, inverse);
-                let tile = ((row / 16) * blocks + kb) * 3 * TILE + (row % 16) * 4;
-                for (i, _) in chunk.iter().enumerate() {
-                    // VNNI: tile row i/4 holds K 4r..4r+3 of each of the 16 outputs.
-                    let at = tile + (i / 4) * 64 + i % 4;
-                    for limb in 0..3 {
-                        flat[at + limb * TILE] = d[limb][i] as u8;
+                let tile = ((row / 16) * blocks + c / 4) * 3 * TILE + (row % 16) * 4;
+                for i in 0..chunk.len() {
+                    // VNNI: tile row r holds K 4r..4r+3 of each of the 16 outputs.
+                    let kk = (c % 4) * 16 + i;
+                    let at = tile + (kk / 4) * 64 + kk % 4;
+                    for (limb, d) in d.iter().enumerate() {
+                        flat[at + limb * TILE] = d[i];
                     }
                 }
             }
@@ -263,34 +278,13 @@ unsafe fn pack_rows(x: &[f32], m: usize, k: usize) -> (Vec<Line>, Vec<f32>) {
     let mut out = zeroed(m.div_ceil(16) * blocks * 3 * TILE / 64);
     let flat = bytes(&mut out);
     let mut scales = Vec::with_capacity(m);
-    let lanes = |len: usize| if len >= 16 { !0 } else { (1u16 << len) - 1 };
     for (row, values) in x[..m * k].chunks_exact(k).enumerate() {
-        let mut max = _mm512_setzero_ps();
-        for c in values.chunks(16) {
-            // SAFETY: the mask covers c's values only.
-            let v = unsafe { _mm512_maskz_loadu_ps(lanes(c.len()), c.as_ptr()) };
-            max = _mm512_max_ps(max, _mm512_abs_ps(v));
-        }
-        let max = _mm512_reduce_max_ps(max) as f64;
-        scales.push((max / QMAX) as f32);
-        let inverse = _mm512_set1_ps(if max > 0.0 { (QMAX / max) as f32 } else { 0.0 });
-        let (b128, b255) = (_mm512_set1_epi32(128), _mm512_set1_epi32(255));
-        // (q + 128) & 255 - 128: the low digit, balanced into -128..=127.
-        let low = |q: __m512i| _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(q, b128), b255), b128);
-        for (i, c) in values.chunks(16).enumerate() {
-            // SAFETY: the mask covers c's values only.
-            let v = unsafe { _mm512_maskz_loadu_ps(lanes(c.len()), c.as_ptr()) };
-            // Rounded to nearest (MXCSR's default).
-            let q = _mm512_cvtps_epi32(_mm512_mul_ps(v, inverse));
-            let d3 = low(q);
-            let q = _mm512_srai_epi32::<8>(_mm512_sub_epi32(q, d3));
-            let d2 = low(q);
-            let d1 = _mm512_srai_epi32::<8>(_mm512_sub_epi32(q, d2));
-            let at = ((row / 16) * blocks + i / 4) * 3 * TILE + (row % 16) * 64 + (i % 4) * 16;
-            for (limb, d) in [d1, d2, d3].into_iter().enumerate() {
-                let to = flat[at + limb * TILE..][..16].as_mut_ptr().cast::<__m128i>();
-                // SAFETY: 16 bytes inside `flat`.
-                unsafe { _mm_storeu_si128(to, _mm512_cvtepi32_epi8(d)) };
+        let (scale, inverse) = fixed_point(values);
+        scales.push(scale);
+        for (c, chunk) in values.chunks(16).enumerate() {
+            let at = ((row / 16) * blocks + c / 4) * 3 * TILE + (row % 16) * 64 + (c % 4) * 16;
+            for (limb, d) in digits(chunk, inverse).iter().enumerate() {
+                flat[at + limb * TILE..][..16].copy_from_slice(d);
             }
         }
     }
@@ -426,9 +420,16 @@ mod tests {
 
     #[test]
     fn digits_rebuild_the_fixed_point_value_within_one_unit() {
+        if !available() {
+            eprintln!("no AMX (so no AVX-512 promised) on this CPU: nothing to check");
+            return;
+        }
         let values = [0.0f32, 1.0, -1.0, 0.3, -0.7, 1e-9, -0.999_999_9, 0.5 / 65536.0];
-        let (scale, inverse) = scale_of(&values);
-        let d = digits(&values, inverse);
+        // SAFETY: AMX CPUs have AVX-512.
+        let (scale, d) = unsafe {
+            let (scale, inverse) = fixed_point(&values);
+            (scale, digits(&values, inverse).map(|d| d.map(|b| b as i8)))
+        };
         for (i, v) in values.iter().enumerate() {
             let q = d[0][i] as f64 * 65536.0 + d[1][i] as f64 * 256.0 + d[2][i] as f64;
             assert!(
@@ -437,7 +438,12 @@ mod tests {
                 [d[0][i], d[1][i], d[2][i]]
             );
         }
-        assert_eq!(scale_of(&[0.0; 3]), (0.0, 0.0));
+        // SAFETY: as above.
+        let (scale, zeros) = unsafe {
+            let (scale, inverse) = fixed_point(&[0.0; 3]);
+            (scale, digits(&[0.0; 3], inverse))
+        };
+        assert_eq!((scale, zeros), (0.0, [[0; 16]; 3]));
     }
 
     /// Against f64 sums, on shapes that are not multiples of the tiles, one and more threads.

@@ -102,29 +102,16 @@ impl Dense {
                 // other arrangement has it repack the whole weight on every call (2x slower).
                 let mut columns = vec![0f32; tokens * self.output];
                 let (t, k) = (tokens as isize, self.input as isize);
-                // SAFETY: the strides describe the answer (tokens × output, column-major),
-                // x (tokens × input, row-major) and Wᵀ (input × output) within their buffers.
+                // SAFETY: the answer (tokens × output, column-major), x (tokens × input) and
+                // Wᵀ (input × output: W read down its rows) lie within their buffers.
                 unsafe {
-                    gemm::gemm(
-                        tokens,
-                        self.output,
-                        self.input,
-                        columns.as_mut_ptr(),
-                        t,
-                        1,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k,
-                        w.as_ptr(),
-                        k,
-                        1,
-                        0.0,
+                    product(
+                        (tokens, self.output, self.input),
+                        Strided::new(columns.as_mut_ptr(), 1, t),
+                        Strided::new(x.as_ptr(), k, 1),
+                        Strided::new(w.as_ptr(), 1, k),
                         1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism(threads),
+                        threads,
                     )
                 };
                 for (row, out) in y.chunks_exact_mut(self.output).enumerate() {
@@ -140,11 +127,61 @@ impl Dense {
     }
 }
 
-/// gemm's threading for `threads` (rayon's pool when more than one).
-pub(crate) fn parallelism(threads: usize) -> gemm::Parallelism {
-    if threads > 1 {
+/// A matrix inside a buffer: where its first element is, and the steps (in elements) to the
+/// next row and the next column. Transposes and column slices are strides, not copies.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<P> {
+    at: P,
+    row: isize,
+    col: isize,
+}
+
+impl<P> Strided<P> {
+    pub fn new(at: P, row: isize, col: isize) -> Strided<P> {
+        Strided { at, row, col }
+    }
+}
+
+/// `dst = scale · lhs · rhs` for shapes (m × k)·(k × n) = (m × n), on gemm's f32 kernels,
+/// with rayon's threads when `threads` > 1.
+///
+/// # Safety
+/// Each matrix, of its shape and strides, lies within its buffer.
+pub(crate) unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    scale: f32,
+    threads: usize,
+) {
+    let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
+    };
+    // gemm takes column stride before row stride; dst is overwritten (alpha unused).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.at,
+            dst.col,
+            dst.row,
+            false,
+            lhs.at,
+            lhs.col,
+            lhs.row,
+            rhs.at,
+            rhs.col,
+            rhs.row,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
     }
 }

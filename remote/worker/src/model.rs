@@ -21,7 +21,7 @@ use safetensors::tensor::{Dtype, Metadata};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::dense::{Dense, Kernel};
+use crate::dense::{Dense, Kernel, Strided, product};
 
 /// What can go wrong loading a model folder: each says which file and what to do.
 #[derive(Debug)]
@@ -307,34 +307,20 @@ fn attention(qkv: &[f32], n: usize, heads: usize, threads: usize) -> Vec<f32> {
     let dim = qkv.len() / n / 3;
     let hd = dim / heads;
     let row = 3 * dim as isize;
-    let parallelism = crate::dense::parallelism(threads);
     let mut context = vec![0f32; n * dim];
     let mut scores = vec![0f32; n * n];
     for h in 0..heads {
         let (q, k, v) = (h * hd, dim + h * hd, 2 * dim + h * hd);
-        // SAFETY: (n × n) scores from q (n × hd, row stride 3·dim) and kᵀ (hd × n), all in
-        // their buffers.
+        // SAFETY: scores (n × n) from q (n × hd) and kᵀ (hd × n: k read down its rows), whose
+        // rows are 3·dim apart in qkv.
         unsafe {
-            gemm::gemm(
-                n,
-                n,
-                hd,
-                scores.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                qkv[q..].as_ptr(),
-                1,
-                row,
-                qkv[k..].as_ptr(),
-                row,
-                1,
-                0.0,
+            product(
+                (n, n, hd),
+                Strided::new(scores.as_mut_ptr(), n as isize, 1),
+                Strided::new(qkv[q..].as_ptr(), row, 1),
+                Strided::new(qkv[k..].as_ptr(), 1, row),
                 1.0 / (hd as f32).sqrt(),
-                false,
-                false,
-                false,
-                parallelism,
+                threads,
             )
         };
         for r in scores.chunks_exact_mut(n) {
@@ -346,29 +332,16 @@ fn attention(qkv: &[f32], n: usize, heads: usize, threads: usize) -> Vec<f32> {
             }
             r.iter_mut().for_each(|s| *s /= sum);
         }
-        // SAFETY: (n × hd) into context's head columns (row stride dim) from the weights
-        // (n × n) and v (n × hd, row stride 3·dim).
+        // SAFETY: this head's columns of context (n × hd, rows dim apart) from the weights
+        // (n × n) and v (n × hd, rows 3·dim apart).
         unsafe {
-            gemm::gemm(
-                n,
-                hd,
-                n,
-                context[h * hd..].as_mut_ptr(),
-                1,
-                dim as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                n as isize,
-                qkv[v..].as_ptr(),
-                1,
-                row,
-                0.0,
+            product(
+                (n, hd, n),
+                Strided::new(context[h * hd..].as_mut_ptr(), dim as isize, 1),
+                Strided::new(scores.as_ptr(), n as isize, 1),
+                Strided::new(qkv[v..].as_ptr(), row, 1),
                 1.0,
-                false,
-                false,
-                false,
-                parallelism,
+                threads,
             )
         };
     }
