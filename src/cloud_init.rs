@@ -35,7 +35,9 @@ impl HostKey {
         self.public().to_openssh().expect("an ed25519 key always encodes")
     }
 
-    /// cloud-config that makes this the instance's only host key.
+    /// cloud-config that makes this the instance's only host key. `ssh_genkeytypes` names
+    /// only the type it brings: cloud-init generates a type only where no key file exists, and
+    /// an empty list is invalid from cloud-init 23.4 on (its schema has `minItems: 1`).
     pub fn user_data(&self, description: &str) -> String {
         let private = self
             .private
@@ -46,7 +48,7 @@ impl HostKey {
             "#cloud-config\n\
              # {description}: written by agent, which pinned this host key before launch.\n\
              ssh_deletekeys: true\n\
-             ssh_genkeytypes: []\n\
+             ssh_genkeytypes: [ed25519]\n\
              ssh_keys:\n  \
              ed25519_private: |\n{indented}  \
              ed25519_public: {}\n",

@@ -173,9 +173,13 @@ impl HostRun<'_> {
     }
 
     async fn steps(&mut self, session: &mut impl Session) -> StepResult<()> {
-        let facts = self.inspect(session).await?;
+        let mut facts = self.inspect(session).await?;
         self.ready(session, &facts).await?;
-        self.packages(session, &facts).await?;
+        if self.packages(session, &facts).await? {
+            // A package may start its own service (haproxy's does, on its default config):
+            // what runs now decides between start and restart.
+            facts = self.reinspect(session, Stage::Packages).await?;
+        }
         let changed = self.files(session, &facts).await?;
         self.setup(session).await?;
         self.services(session, &facts, &changed).await?;
@@ -208,6 +212,21 @@ impl HostRun<'_> {
         Ok(facts)
     }
 
+    /// The inspect script once more, within `stage`, after a step changed the host.
+    async fn reinspect(&mut self, session: &mut impl Session, stage: Stage) -> StepResult<Facts> {
+        let started = Instant::now();
+        self.output.capture();
+        let outcome = session
+            .exec(&step::inspect(self.plan), &[], &mut self.output, self.cancel)
+            .await;
+        let lines = self.output.take_captured();
+        self.check(stage, outcome, started).await?;
+        match step::parse_facts(&lines) {
+            Ok(f) => Ok(f),
+            Err(e) => Err(self.fail(stage, e.to_string(), started).await),
+        }
+    }
+
     async fn ready(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<()> {
         let started = self.stage(Stage::Ready).await;
         if !facts.cloud_init {
@@ -215,23 +234,42 @@ impl HostRun<'_> {
                 .await;
             return Ok(());
         }
-        self.run(Stage::Ready, session, &step::ready(), &[], started).await?;
-        self.step(Stage::Ready, StepStatus::Unchanged, "cloud-init done".into(), started)
-            .await;
+        self.output.capture();
+        let outcome = session.exec(&step::ready(), &[], &mut self.output, self.cancel).await;
+        let lines = self.output.take_captured();
+        self.check(Stage::Ready, outcome, started).await?;
+        let (status, detail) = match step::parse_ready(&lines) {
+            step::CloudInit::Done => (StepStatus::Unchanged, "cloud-init done".to_owned()),
+            step::CloudInit::NotRun(how) => (
+                StepStatus::Skipped,
+                format!("cloud-init is installed but {how} here: nothing to wait for"),
+            ),
+            // The host answers SSH, so it is usable; the operator should still know.
+            step::CloudInit::Errors { status, detail } => {
+                let detail = match detail.is_empty() {
+                    true => format!("cloud-init ended with status '{status}'"),
+                    false => format!("cloud-init ended with status '{status}': {detail}"),
+                };
+                self.output.notice(format!("warning: {detail}")).await;
+                (StepStatus::Unchanged, detail)
+            }
+        };
+        self.step(Stage::Ready, status, detail, started).await;
         Ok(())
     }
 
-    async fn packages(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<()> {
+    /// Installs the missing packages; says whether it installed any.
+    async fn packages(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<bool> {
         let started = self.stage(Stage::Packages).await;
         if self.plan.packages.is_empty() {
             self.step(Stage::Packages, StepStatus::Skipped, String::new(), started)
                 .await;
-            return Ok(());
+            return Ok(false);
         }
         if facts.missing_packages.is_empty() {
             let detail = format!("{} already installed", self.plan.packages.join(", "));
             self.step(Stage::Packages, StepStatus::Unchanged, detail, started).await;
-            return Ok(());
+            return Ok(false);
         }
         let missing = facts.missing_packages.join(", ");
         if !facts.apt {
@@ -253,7 +291,7 @@ impl HostRun<'_> {
             started,
         )
         .await;
-        Ok(())
+        Ok(true)
     }
 
     /// Uploads the files whose checksum differs on the host; returns their plans' indexes.
@@ -394,7 +432,7 @@ impl HostRun<'_> {
         }
         let deadline = tokio::time::Instant::now() + self.shared.health_timeout;
         for check in &self.plan.health {
-            if let Err(why) = poll(session, check, deadline, self.cancel).await {
+            if let Err(reason) = self.poll(session, check, facts.init, deadline).await {
                 if self.cancel.is_cancelled() {
                     return Err(Outcome::Interrupted);
                 }
@@ -406,10 +444,6 @@ impl HostRun<'_> {
                 }
                 let logs = step::logs(facts.init, &check.service);
                 let _ = session.exec(&logs, &[], &mut self.output, self.cancel).await;
-                let reason = format!(
-                    "GET {} on port {} {why} after {:.0?}",
-                    check.path, check.port, self.shared.health_timeout
-                );
                 return Err(self.fail(Stage::Health, reason, started).await);
             }
         }
@@ -422,6 +456,58 @@ impl HostRun<'_> {
             .join(", ");
         self.step(Stage::Health, StepStatus::Unchanged, detail, started).await;
         Ok(())
+    }
+
+    /// Asks `check` until it answers as expected, `deadline` passes, or (under systemd) its
+    /// service is seen failing; the error says why, with what the last attempt got.
+    async fn poll(
+        &mut self,
+        session: &mut impl Session,
+        check: &HealthCheck,
+        init: Init,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
+        // Asked at most once a second, and only while the check does not pass.
+        let mut ask_systemd = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            let attempt = tokio::time::timeout(Duration::from_secs(2), get(session, check)).await;
+            let last = match attempt {
+                Ok(Ok(status)) if status == check.status => return Ok(()),
+                Ok(Ok(status)) => format!("answered {status}, not {}", check.status),
+                Ok(Err(e)) => format!("failed: {e}"),
+                Err(_) => "got no answer within 2s".to_owned(),
+            };
+            let now = tokio::time::Instant::now();
+            if init == Init::Systemd && now >= ask_systemd {
+                ask_systemd = now + Duration::from_secs(1);
+                if let Some(failing) = self.unit_failure(session, &check.service).await {
+                    return Err(format!("{failing}; GET {} on port {} {last}", check.path, check.port));
+                }
+            }
+            if !session.is_alive() || now + Duration::from_millis(200) >= deadline {
+                return Err(format!(
+                    "GET {} on port {} {last} after {:.0?}",
+                    check.path, check.port, self.shared.health_timeout
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.cancel.cancelled() => return Err("interrupted".into()),
+            }
+        }
+    }
+
+    /// Why systemd says `unit` is failing, if it does.
+    async fn unit_failure(&mut self, session: &mut impl Session, unit: &str) -> Option<String> {
+        self.output.capture();
+        let outcome = session
+            .exec(&step::unit_state(unit), &[], &mut self.output, self.cancel)
+            .await;
+        let lines = self.output.take_captured();
+        if !outcome.is_success() {
+            return None;
+        }
+        step::unit_failure(unit, &lines)
     }
 
     /// Runs a command whose output streams to the operator; anything but exit 0 fails the step.
@@ -494,32 +580,6 @@ impl HostRun<'_> {
                     self.shared.record.path().display()
                 ),
             })
-    }
-}
-
-/// Asks `check` until it answers as expected or `deadline` passes; the error says what the
-/// last attempt got.
-async fn poll(
-    session: &mut impl Session,
-    check: &HealthCheck,
-    deadline: tokio::time::Instant,
-    cancel: &CancellationToken,
-) -> Result<(), String> {
-    loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(2), get(session, check)).await;
-        let last = match attempt {
-            Ok(Ok(status)) if status == check.status => return Ok(()),
-            Ok(Ok(status)) => format!("answered {status}, not {}", check.status),
-            Ok(Err(e)) => format!("failed: {e}"),
-            Err(_) => "got no answer within 2s".to_owned(),
-        };
-        if !session.is_alive() || tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
-            return Err(last);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = cancel.cancelled() => return Err("interrupted".into()),
-        }
     }
 }
 

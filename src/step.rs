@@ -162,15 +162,61 @@ pub fn parse_facts(lines: &[String]) -> Result<Facts, FactsError> {
     Ok(facts)
 }
 
-/// Waits for cloud-init to finish its first boot (only where cloud-init exists). Exit 2 is
-/// "done, with recoverable errors": the instance is usable.
+/// Waits for cloud-init to finish its first boot (only where cloud-init exists) and reports
+/// how it ended, for [`parse_ready`]. Installed but never started (`not run`, `disabled`): it
+/// never will, so nothing is waited for. Exit 1 (error) or 2 (degraded, 23.4+) still leaves a
+/// host that answers SSH usable: a failed locale module must not stop a deploy.
 pub fn ready() -> RemoteCommand {
     RemoteCommand::new(
-        "cloud-init status --wait >/dev/null; rc=$?; \
-         if [ $rc -eq 0 ] || [ $rc -eq 2 ]; then exit 0; fi; cloud-init status --long >&2; exit $rc",
+        "st=$(cloud-init status 2>/dev/null | sed -n 's/^status: //p')\n\
+         case $st in 'not run'|'not started'|disabled) echo \"status $st\"; exit 0;; esac\n\
+         cloud-init status --wait >/dev/null 2>&1\n\
+         cloud-init status --long 2>&1 | sed 's/^status: /status /; t; s/^/detail /'\n",
         READY_LIMIT,
     )
     .sudo(true)
+}
+
+/// How cloud-init's first boot ended, from [`ready`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudInit {
+    Done,
+    /// Installed but never started on this host (nothing to wait for).
+    NotRun(String),
+    /// Finished with errors (`error`, `degraded done`, …): what `status --long` said of them.
+    Errors {
+        status: String,
+        detail: String,
+    },
+}
+
+pub fn parse_ready(lines: &[String]) -> CloudInit {
+    let status = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("status "))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    match status.as_str() {
+        "done" => CloudInit::Done,
+        "not run" | "not started" | "disabled" => CloudInit::NotRun(status),
+        _ => {
+            // The lines worth reading: errors and recoverable errors, not the timestamps.
+            let detail = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("detail "))
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !["boot_status_code:", "last_update:", "detail:", "extended_status:"]
+                            .iter()
+                            .any(|k| l.starts_with(k))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            CloudInit::Errors { status, detail }
+        }
+    }
 }
 
 /// Installs packages with apt, waiting for the dpkg lock instead of failing on it, and never
@@ -211,10 +257,14 @@ pub struct Upload {
 /// ownership), run past its validator, and fsynced; only when all are in place are they
 /// renamed over their targets. Whatever goes wrong before that, the temporary files are
 /// removed and no target has changed. `as_root` runs it through `sudo -n`.
+///
+/// Folders it makes are 0755 whatever the login's umask: services run as unprivileged users
+/// (systemd's `DynamicUser=`) and must reach their binaries, scripts and models. Each file's
+/// temporary copy is mktemp's 0600 until it has its own mode.
 pub fn upload(files: &[Upload], limit: Duration, as_root: bool) -> RemoteCommand {
     let n = files.len();
     let vars: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
-    let mut s = String::from("set -eu\numask 077\n");
+    let mut s = String::from("set -eu\numask 022\n");
     let _ = writeln!(
         s,
         "{}\ntrap 'rm -f -- {}' EXIT\ntrap 'exit 143' TERM HUP INT",
@@ -450,6 +500,64 @@ pub fn logs(init: Init, unit: &str) -> RemoteCommand {
     .sudo(true)
 }
 
+/// How systemd sees a service, asked while its health check does not pass yet (see
+/// [`unit_failure`]).
+pub fn unit_state(unit: &str) -> RemoteCommand {
+    RemoteCommand::new(
+        format!(
+            "systemctl show -p ActiveState -p SubState -p ExecMainCode -p ExecMainStatus -p NRestarts -- {}",
+            quote(unit)
+        ),
+        INSPECT_LIMIT,
+    )
+}
+
+/// Why a service is failing, from [`unit_state`]'s answer; `None` while it may still come up.
+/// A unit that systemd gave up on, or is waiting to restart after its program ended
+/// (`Restart=always` keeps such a unit `activating (auto-restart)` for good), will not pass
+/// its health check by waiting.
+pub fn unit_failure(unit: &str, lines: &[String]) -> Option<String> {
+    let get = |key: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_default()
+    };
+    if get("ActiveState") != "failed" && get("SubState") != "auto-restart" {
+        return None;
+    }
+    let status = get("ExecMainStatus");
+    // ExecMainCode is the CLD_* code of the program's end: 1 exited, 2 killed, 3 dumped core.
+    let how = match (get("ExecMainCode"), status.parse::<u32>()) {
+        ("1", Ok(code)) => match systemd_exit(code) {
+            Some(name) => format!("status={code}/{name}"),
+            None => format!("exit status {code}"),
+        },
+        ("2" | "3", Ok(signal)) => format!("killed by signal {signal}"),
+        _ => "its program ended".to_owned(),
+    };
+    let restarts = match get("NRestarts") {
+        "" | "0" => String::new(),
+        n => format!(", restarted {n} times"),
+    };
+    Some(format!("{unit} keeps failing ({how}{restarts})"))
+}
+
+/// systemd's own exit statuses (systemd.exec(5)): it could not even start the program.
+fn systemd_exit(code: u32) -> Option<&'static str> {
+    Some(match code {
+        200 => "CHDIR",
+        203 => "EXEC: the program could not be executed",
+        209 => "STDOUT",
+        210 => "CHROOT",
+        216 => "GROUP",
+        217 => "USER",
+        218 => "CAPABILITIES",
+        226 => "NAMESPACE",
+        _ => return None,
+    })
+}
+
 /// An HTTP/1.0 request for a health check (the connection closes after the answer).
 pub fn health_request(path: &str, port: u16) -> String {
     format!("GET {path} HTTP/1.0\r\nHost: localhost:{port}\r\nUser-Agent: agent\r\nConnection: close\r\n\r\n")
@@ -591,6 +699,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o755);
         assert_eq!(std::fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o640);
+        // A folder it makes is open to the services' unprivileged users, even when the login
+        // (or sudo) has a strict umask.
+        let deep = dir.path().join("new/deeper/c");
+        let script = upload(&[upload_of(&deep, b"C\n", 0o644)], Duration::from_secs(10), true).script;
+        let out = sh(&format!("umask 077\n{script}"), b"C\n");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for d in ["new", "new/deeper"] {
+            let mode = std::fs::metadata(dir.path().join(d)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o755, "{d}");
+        }
+        std::fs::remove_dir_all(dir.path().join("new")).unwrap();
 
         // A stream cut short: nothing changes, no temporary file is left.
         let files = [upload_of(&a, b"A2\n", 0o755), upload_of(&b, b"newer b\n", 0o640)];
@@ -691,6 +810,99 @@ mod tests {
         assert_ne!(pid, pid2);
         assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
         sh(&format!("kill -TERM -{}", pid2.trim()), b"");
+    }
+
+    #[test]
+    fn a_unit_in_its_restart_loop_is_failing_a_running_one_is_not() {
+        let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
+        let exec =
+            lines("ActiveState=activating\nSubState=auto-restart\nExecMainCode=1\nExecMainStatus=203\nNRestarts=7");
+        assert_eq!(
+            unit_failure("agent-web.service", &exec).as_deref(),
+            Some(
+                "agent-web.service keeps failing (status=203/EXEC: the program could not be executed, restarted 7 times)"
+            )
+        );
+        let killed = lines("ActiveState=failed\nSubState=failed\nExecMainCode=2\nExecMainStatus=9\nNRestarts=0");
+        assert_eq!(
+            unit_failure("w.service", &killed).as_deref(),
+            Some("w.service keeps failing (killed by signal 9)")
+        );
+        let exited = lines("ActiveState=activating\nSubState=auto-restart\nExecMainCode=1\nExecMainStatus=2");
+        assert_eq!(
+            unit_failure("w.service", &exited).as_deref(),
+            Some("w.service keeps failing (exit status 2)")
+        );
+        for ok in [
+            "ActiveState=active\nSubState=running\nExecMainCode=0\nExecMainStatus=0\nNRestarts=0",
+            "ActiveState=activating\nSubState=start\nExecMainCode=0\nExecMainStatus=0",
+            "",
+        ] {
+            assert_eq!(unit_failure("w.service", &lines(ok)), None, "{ok}");
+        }
+        assert_eq!(
+            unit_state("agent-worker@5000.service").script,
+            "systemctl show -p ActiveState -p SubState -p ExecMainCode -p ExecMainStatus -p NRestarts -- agent-worker@5000.service"
+        );
+    }
+
+    #[test]
+    fn cloud_init_ends_are_read_from_status() {
+        let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_ready(&lines("status done\ndetail boot_status_code: enabled-by-generator")),
+            CloudInit::Done
+        );
+        assert_eq!(
+            parse_ready(&lines("status not run")),
+            CloudInit::NotRun("not run".into())
+        );
+        assert_eq!(
+            parse_ready(&lines(
+                "status error\ndetail boot_status_code: enabled-by-generator\ndetail last_update: Thu, 01 Jan 1970\n\
+                 detail detail:\ndetail ('locale', ProcessExecutionError(\"Unexpected error while running command.\"))"
+            )),
+            CloudInit::Errors {
+                status: "error".into(),
+                detail: "('locale', ProcessExecutionError(\"Unexpected error while running command.\"))".into()
+            }
+        );
+        // The script under sh, with a cloud-init that was installed but never ran: no wait.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("cloud-init");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n[ \"$2\" = --wait ] && sleep 100\necho 'status: not run'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!("PATH={}:$PATH\n{}", dir.path().display(), ready().script);
+        let started = std::time::Instant::now();
+        let out = sh(&script, b"");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            parse_ready(&lines(&String::from_utf8_lossy(&out.stdout))),
+            CloudInit::NotRun("not run".into())
+        );
+        // One that ended in error: its detail comes back.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncase \"$2\" in --wait) exit 1;; --long) printf 'status: error\\ndetail:\\nmodule locale failed\\n';; *) echo 'status: running';; esac\n",
+        )
+        .unwrap();
+        let out = sh(&script, b"");
+        assert_eq!(
+            parse_ready(&lines(&String::from_utf8_lossy(&out.stdout))),
+            CloudInit::Errors {
+                status: "error".into(),
+                detail: "module locale failed".into()
+            }
+        );
     }
 
     #[test]
