@@ -89,6 +89,10 @@ pub fn local_files(paths: &[&str]) -> anyhow::Result<BTreeMap<String, Blob>> {
 /// `cargo build --release --target x86_64-unknown-linux-gnu -p NAME...`, reading where each
 /// executable landed from cargo's JSON messages (CARGO_TARGET_DIR and the like included).
 fn build(names: &[&str], workspace: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    // Without `-p`, cargo would build the whole workspace, agent included (minutes).
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     if !workspace.join("Cargo.toml").is_file() {
         bail!(
             "cannot build the remote programs: agent's source tree {} is gone; pass --programs DIR with prebuilt binaries",
@@ -141,6 +145,15 @@ mod tests {
             Blob::new(&b"hello\n"[..]).sha256,
             "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
         );
+    }
+
+    #[test]
+    fn no_program_needs_no_build() {
+        let gone = ProgramSource::Build {
+            workspace: "/nonexistent/agent".into(),
+        };
+        assert!(programs(&[], &gone).unwrap().is_empty());
+        assert!(programs(&["agent-web"], &gone).is_err());
     }
 
     #[test]

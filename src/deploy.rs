@@ -276,6 +276,16 @@ impl HostRun<'_> {
             let reason = format!("{missing} missing, and this host has no apt-get: install it by hand");
             return Err(self.fail(Stage::Packages, reason, started).await);
         }
+        self.output.capture();
+        let outcome = session
+            .exec(&step::apt_update(), &[], &mut self.output, self.cancel)
+            .await;
+        let lines = self.output.take_captured();
+        if let Outcome::Exited { code: 100 } = outcome {
+            let reason = step::parse_update_failure(&lines);
+            return Err(self.fail(Stage::Packages, reason, started).await);
+        }
+        self.check(Stage::Packages, outcome, started).await?;
         self.run(
             Stage::Packages,
             session,
@@ -415,7 +425,18 @@ impl HostRun<'_> {
             return Ok(());
         }
         let cmd = step::services(facts.init, &actions, &self.plan.services);
-        self.run(Stage::Services, session, &cmd, &[], started).await?;
+        let outcome = session.exec(&cmd, &[], &mut self.output, self.cancel).await;
+        if let Outcome::Exited { code: 1 } = outcome
+            && facts.init == Init::Systemd
+        {
+            // The script printed the journal; systemd says best why a unit did not stay up.
+            for unit in &actions.check {
+                if let Some(failing) = self.unit_failure(session, unit).await {
+                    return Err(self.fail(Stage::Services, failing, started).await);
+                }
+            }
+        }
+        self.check(Stage::Services, outcome, started).await?;
         // Not waited for: if it is lost, the next run merely restarts these once more.
         self.shared.record.note(self.key, |h| h.pending_restart.clear());
         self.step(Stage::Services, StepStatus::Changed, actions.summary(), started)

@@ -219,14 +219,56 @@ pub fn parse_ready(lines: &[String]) -> CloudInit {
     }
 }
 
-/// Installs packages with apt, waiting for the dpkg lock instead of failing on it, and never
-/// asking a question (keeping configuration files agent may already have written).
+/// How long apt may wait on one archive connection (connect or read) before it gives up.
+const ARCHIVE_TIMEOUT_SECS: u32 = 15;
+
+/// Refreshes apt's package lists, failing (exit 100) when any archive cannot be reached: a
+/// host with no route out would otherwise retry for minutes, then install nothing. apt's own
+/// output goes to stderr; stdout has one line for [`parse_update_failure`].
+pub fn apt_update() -> RemoteCommand {
+    RemoteCommand::new(
+        format!(
+            "out=$(mktemp); trap 'rm -f \"$out\"' EXIT\n\
+             if apt-get -q -o DPkg::Lock::Timeout={DPKG_LOCK_WAIT} -o Acquire::Retries=0 \
+             -o Acquire::http::Timeout={ARCHIVE_TIMEOUT_SECS} -o Acquire::https::Timeout={ARCHIVE_TIMEOUT_SECS} \
+             --error-on=any update >\"$out\" 2>&1; then cat \"$out\" >&2; exit 0; fi\n\
+             cat \"$out\" >&2\n\
+             sed -n 's/^[WE]: Failed to fetch \\([^ ]*\\)  *\\(.*\\)$/unreachable \\1 \\2/p' \"$out\" | head -n 1\n\
+             sed -n 's/^E: /failed /p' \"$out\" | tail -n 1\n\
+             exit 100\n"
+        ),
+        PACKAGES_LIMIT,
+    )
+    .sudo(true)
+}
+
+/// Why [`apt_update`] failed, in one line: the archive it could not reach, or apt's last error.
+pub fn parse_update_failure(lines: &[String]) -> String {
+    if let Some(rest) = lines.iter().find_map(|l| l.strip_prefix("unreachable ")) {
+        let (url, why) = rest.split_once(' ').unwrap_or((rest, ""));
+        // The archive, not the index file: http://deb.debian.org/debian/dists/… → …/debian.
+        let archive = url.split("/dists/").next().unwrap_or(url);
+        return format!(
+            "cannot reach the package archive {archive} ({}): the host needs a route to it \
+             (on EC2, a subnet with an internet or NAT gateway)",
+            why.trim()
+        );
+    }
+    match lines.iter().find_map(|l| l.strip_prefix("failed ")) {
+        Some(e) => format!("apt-get update failed: {}", e.trim()),
+        None => "apt-get update failed".to_owned(),
+    }
+}
+
+/// Installs packages with apt (after [`apt_update`]), waiting for the dpkg lock instead of
+/// failing on it, and never asking a question (keeping configuration files agent may already
+/// have written).
 pub fn install_packages(packages: &[String]) -> RemoteCommand {
     let opts = format!("-q -o DPkg::Lock::Timeout={DPKG_LOCK_WAIT}");
     let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
     RemoteCommand::new(
         format!(
-            "export DEBIAN_FRONTEND=noninteractive; set -e; apt-get {opts} update; \
+            "export DEBIAN_FRONTEND=noninteractive; \
              apt-get {opts} -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
              install --no-install-recommends -- {}",
             names.join(" ")
@@ -903,6 +945,47 @@ mod tests {
                 detail: "module locale failed".into()
             }
         );
+    }
+
+    #[test]
+    fn an_unreachable_archive_is_named() {
+        let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_update_failure(&lines(
+                "unreachable http://deb.debian.org/debian/dists/bookworm/InRelease Could not connect to deb.debian.org:80 (151.101.2.132), connection timed out"
+            )),
+            "cannot reach the package archive http://deb.debian.org/debian (Could not connect to deb.debian.org:80 \
+             (151.101.2.132), connection timed out): the host needs a route to it (on EC2, a subnet with an internet \
+             or NAT gateway)"
+        );
+        assert_eq!(
+            parse_update_failure(&lines("failed The repository 'x' does not have a Release file.")),
+            "apt-get update failed: The repository 'x' does not have a Release file."
+        );
+        // The script's own reading of apt's output, under sh with an apt-get that cannot connect.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("apt-get");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'Err:1 http://deb.debian.org/debian bookworm InRelease'\n\
+             echo 'W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Could not connect to 10.0.0.1:3142 (10.0.0.1). - connect (111: Connection refused)' >&2\n\
+             echo 'E: Some index files failed to download. They have been ignored, or old ones used instead.' >&2\nexit 100\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = sh(
+            &format!("PATH={}:$PATH\n{}", dir.path().display(), apt_update().script),
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(100));
+        assert_eq!(
+            parse_update_failure(&lines(&String::from_utf8_lossy(&out.stdout))),
+            "cannot reach the package archive http://deb.debian.org/debian (Could not connect to 10.0.0.1:3142 \
+             (10.0.0.1). - connect (111: Connection refused)): the host needs a route to it (on EC2, a subnet with an \
+             internet or NAT gateway)"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Err:1 http://deb.debian.org"));
     }
 
     #[test]
