@@ -1,15 +1,15 @@
 //! `agent deploy` on EC2, `agent status` and `agent terminate`, against moto's server on
 //! loopback (AWS_ENDPOINT_URL; no seam in the product). For the SSH part, the local fleet
 //! plays the instances: moto gives instances launched into a subnet sequential private
-//! addresses from .4, the fleet's hosts have exactly those, and the test acts as cloud-init:
-//! when an instance appears in moto, it installs the host key from the instance's user data
-//! on the fleet host at that address and starts its sshd ("boots" it).
+//! addresses from .4, the fleet's hosts have exactly those. They boot like EC2 instances
+//! (systemd, cloud-init): when an instance appears in moto, the fleet host at its address
+//! boots from that instance's own user data and id, read back from moto, and real cloud-init
+//! installs the host key agent generated and pinned before launch.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,21 +48,9 @@ fn terminate(state: &Path, moto: &Moto, deployment: &str) -> Run {
     run(c)
 }
 
-/// The private key cloud-init would install, from the cloud-config in the user data.
-fn host_key_of(user_data: &str) -> String {
-    let block: Vec<&str> = user_data
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("ed25519_private:"))
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with("ed25519_public:"))
-        .collect();
-    assert!(block.len() > 3, "no ed25519_private block in user data:\n{user_data}");
-    block.iter().map(|l| format!("{}\n", l.trim_start())).collect()
-}
-
-/// Boots every instance moto has that sits on a fleet address and is not booted yet: its
-/// generated host key replaces the fleet host's keys (cloud-init's `ssh_deletekeys`), then
-/// sshd starts.
+/// Boots every instance moto has that sits on a fleet address and is not booted yet, from
+/// that instance's own user data and id, as EC2 would: real cloud-init on the host installs
+/// the host key agent generated (the fleet's hosts boot systemd and cloud-init).
 fn boot_new(fleet: &Fleet, moto: &Moto, deployment: &str, booted: &mut BTreeSet<usize>) {
     let found = moto.resources(deployment);
     for i in found["instances"].as_array().unwrap() {
@@ -73,15 +61,7 @@ fn boot_new(fleet: &Fleet, moto: &Moto, deployment: &str, booted: &mut BTreeSet<
         if booted.contains(&n) {
             continue;
         }
-        let dir = fleet.host_dir(n);
-        for t in ["ed25519", "ecdsa"] {
-            let _ = std::fs::remove_file(dir.join(format!("ssh_host_{t}_key")));
-            let _ = std::fs::remove_file(dir.join(format!("ssh_host_{t}_key.pub")));
-        }
-        let key = dir.join("ssh_host_ed25519_key");
-        std::fs::write(&key, host_key_of(i["user_data"].as_str().unwrap())).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        fleet.host("start", n);
+        fleet.launch(n, i["user_data"].as_str().unwrap(), i["id"].as_str().unwrap());
         booted.insert(n);
     }
 }
@@ -181,11 +161,8 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
         ("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true"),
         ("MOTO_ENABLE_KEYPAIR_VALIDATION", "true"),
     ]);
-    let fleet = Fleet::up("awsc", 9, 40);
+    let fleet = Fleet::unbooted("awsc", 9, 40);
     let net = moto.network("10.210.40.0/24");
-    for i in 0..9 {
-        fleet.host("kill", i); // not booted yet
-    }
     let state = tempfile::tempdir().unwrap();
     let deploy = || deploy_cmd(state.path(), &moto, "clusters", &fleet.key(), &net.subnet_a, true);
 

@@ -22,10 +22,28 @@ impl Fleet {
 
     /// As [`Fleet::up`], the first hosts with inventory roles (`cluster1:5,cluster2:4,lb:1`).
     pub fn with_roles(name: &str, n: usize, subnet: u8, roles: &str) -> Fleet {
+        Self::make(name, n, subnet, roles, &[])
+    }
+
+    /// Hosts that boot like cloud instances (`tests/fleet up --boot`): systemd as PID 1,
+    /// cloud-init from a NoCloud seed, an image with nothing of this machine's, apt through
+    /// the fleet's proxy.
+    pub fn booting(name: &str, n: usize, subnet: u8, roles: &str) -> Fleet {
+        Self::make(name, n, subnet, roles, &["--boot"])
+    }
+
+    /// Booting hosts that are not booted yet: each waits for [`Fleet::launch`], as an EC2
+    /// instance waits for RunInstances.
+    pub fn unbooted(name: &str, n: usize, subnet: u8) -> Fleet {
+        Self::make(name, n, subnet, "", &["--boot", "--no-start"])
+    }
+
+    fn make(name: &str, n: usize, subnet: u8, roles: &str, flags: &[&str]) -> Fleet {
         let dir = PathBuf::from(format!("/var/tmp/agent-fleet/test-{name}"));
         let prefix = format!("10.210.{subnet}");
         let count = n.to_string();
         let mut args = vec!["up", &count, "--name", name, "--subnet", &prefix];
+        args.extend(flags);
         if !roles.is_empty() {
             args.extend(["--roles", roles]);
         }
@@ -57,6 +75,19 @@ impl Fleet {
     /// Runs a fleet subcommand on host `i` (kill, start, rekey).
     pub fn host(&self, action: &str, i: usize) {
         fleet(&[action, &i.to_string(), "--name", &self.name], &self.dir);
+    }
+
+    /// Boots booting host `i` as the instance `id` from `user_data` (its NoCloud seed) and
+    /// returns at once: cloud-init on the host does the rest, as on EC2.
+    pub fn launch(&self, i: usize, user_data: &str, id: &str) {
+        let file = self.dir.join(format!("user-data-{i}"));
+        std::fs::write(&file, user_data).unwrap();
+        let n = i.to_string();
+        fleet(
+            &["seed", &n, file.to_str().unwrap(), id, "--name", &self.name],
+            &self.dir,
+        );
+        fleet(&["start", &n, "--no-wait", "--name", &self.name], &self.dir);
     }
 }
 

@@ -1,0 +1,273 @@
+//! `agent deploy` on hosts that boot like EC2 instances (`tests/fleet up --boot`): systemd as
+//! PID 1, cloud-init from a NoCloud seed, the login user and host key made by cloud-init, an
+//! image holding nothing of this machine's, and apt that really installs (through the
+//! fleet's proxy). The programs run as systemd's unprivileged dynamic users.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Fleet, agent, events, http_get, run};
+use serde_json::Value;
+
+fn deploy(fleet: &Fleet, state: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
+    let mut c = agent(state);
+    c.arg("deploy").args(args).arg("-i").arg(fleet.inventory());
+    c.args(["--json", "--no-logs"]);
+    let r = run(c);
+    assert!(r.code == 0 || !r.stdout.is_empty(), "exit {}: {}", r.code, r.stderr);
+    (r.code, events(&r.stdout), r.stderr)
+}
+
+fn step<'a>(events: &'a [Value], host: &str, stage: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "step" && e["host"] == host && e["stage"] == stage)
+        .unwrap_or_else(|| panic!("no {stage} step for {host} in {events:#?}"))
+}
+
+fn changed(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["status"] == "changed")
+        .collect()
+}
+
+/// One command on the selected hosts through `agent exec`: each host's stdout, by host.
+fn exec(fleet: &Fleet, state: &Path, select: &[&str], script: &str) -> std::collections::BTreeMap<String, String> {
+    let mut c = agent(state);
+    c.arg("exec").arg("-i").arg(fleet.inventory()).args(select);
+    c.args(["--json", "--no-logs", "--", script]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{script}: {}\n{}", r.stdout, r.stderr);
+    let mut by_host = std::collections::BTreeMap::<String, String>::new();
+    for e in events(&r.stdout)
+        .iter()
+        .filter(|e| e["event"] == "line" && e["stream"] == "stdout")
+    {
+        let text = by_host.entry(e["host"].as_str().unwrap().into()).or_default();
+        text.push_str(e["line"].as_str().unwrap());
+        text.push('\n');
+    }
+    by_host
+}
+
+fn answering(lb: &str, path: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let (status, body) = http_get(lb, 80, path);
+            assert_eq!(status, 200, "{path}: {body}");
+            body.strip_prefix("Instance ")
+                .and_then(|b| b.strip_suffix(" is responding now!"))
+                .unwrap_or_else(|| panic!("unexpected body {body:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn clusters_on_booting_hosts() {
+    let fleet = Fleet::booting("bc", 10, 60, "cluster1:5,cluster2:4,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    let (code, ev, stderr) = deploy(&fleet, state.path(), &["clusters"]);
+    assert_eq!(code, 0, "{stderr}\n{ev:#?}");
+    for i in 0..10 {
+        let host = fleet.host_name(i);
+        assert_eq!(common::finished(&ev, &host)["outcome"]["result"], "deployed");
+        assert_eq!(step(&ev, &host, "inspect")["detail"], "systemd runs the services");
+        assert_eq!(step(&ev, &host, "ready")["detail"], "cloud-init done");
+    }
+    // The image has no HAProxy: the balancer host installed Debian's package for real.
+    let lb_packages = step(&ev, &fleet.host_name(9), "packages");
+    assert_eq!(
+        (&lb_packages["status"], &lb_packages["detail"]),
+        (&Value::from("changed"), &Value::from("installed haproxy"))
+    );
+
+    let lb = &fleet.addresses[9];
+    let names = |r: std::ops::Range<usize>| r.map(|i| fleet.host_name(i)).collect::<BTreeSet<_>>();
+    assert_eq!(answering(lb, "/cluster1", 15), names(0..5));
+    assert_eq!(answering(lb, "/cluster2", 12), names(5..9));
+    assert_eq!(http_get(lb, 80, "/"), (404, "Not Found".to_string()));
+
+    // Programs run as unprivileged users: agent-web as the unit's dynamic user, HAProxy's
+    // worker as the package's.
+    let web_hosts = ["--role", "cluster1", "--role", "cluster2"];
+    for (host, users) in exec(&fleet, state.path(), &web_hosts, "ps -o user= -C agent-web") {
+        let users: Vec<&str> = users.lines().collect();
+        assert_eq!(users.len(), 1, "{host}: {users:?}");
+        assert_ne!(users[0], "root", "{host}");
+    }
+    let lb_users = exec(
+        &fleet,
+        state.path(),
+        &["--role", "lb"],
+        "ps -o user= -C haproxy | sort -u",
+    );
+    assert_eq!(lb_users[&fleet.host_name(9)], "haproxy\nroot\n");
+
+    // kill -9: systemd brings agent-web back within seconds, enabled for the next boot.
+    let host = fleet.host_name(0);
+    let one = ["--host", host.as_str()];
+    let show = "systemctl show -p MainPID --value agent-web; systemctl is-enabled agent-web";
+    let before = exec(&fleet, state.path(), &one, show)[&host].clone();
+    let (pid, enabled) = before.split_once('\n').unwrap();
+    assert_eq!(enabled, "enabled\n");
+    exec(
+        &fleet,
+        state.path(),
+        &one,
+        &format!("sudo -n kill -9 {pid}; echo killed"),
+    );
+    let killed = Instant::now();
+    loop {
+        let now = exec(&fleet, state.path(), &one, show)[&host].clone();
+        let new_pid = now.lines().next().unwrap();
+        if new_pid != pid && new_pid != "0" && http_get(&fleet.addresses[0], 80, "/health").0 == 200 {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "not restarted: {now}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Nothing changed: nothing is uploaded, installed or restarted.
+    let (code, again, stderr) = deploy(&fleet, state.path(), &["clusters"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(changed(&again).is_empty(), "{:#?}", changed(&again));
+
+    // A program that cannot run: the health step ends as soon as systemd reports the unit
+    // failing, long before --health-timeout, and shows its journal.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::copy("/usr/bin/false", broken.path().join("agent-web")).unwrap();
+    let other_state = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut c = agent(other_state.path());
+    c.args([
+        "deploy",
+        "clusters",
+        "--host",
+        &fleet.host_name(8),
+        "--health-timeout",
+        "120s",
+        "-i",
+    ]);
+    c.arg(fleet.inventory()).arg("--programs").arg(broken.path());
+    let r = run(c);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+    // (It may already show at the services step, right after the start.)
+    assert!(
+        r.stdout.contains(": agent-web.service keeps failing (exit status 1"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("agent-web.service: Main process exited, code=exited, status=1/FAILURE"),
+        "the journal is shown: {}",
+        r.stdout
+    );
+}
+
+/// The tiny random DistilBERT the worker's parity test uses.
+fn tiny_model() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("remote/worker/fixtures/tiny")
+}
+
+#[test]
+fn inference_on_booting_hosts() {
+    let fleet = Fleet::booting("bi", 5, 61, "orchestrator:1,worker:4");
+    let state = tempfile::tempdir().unwrap();
+    let model = tiny_model();
+    let args = ["inference", "--model", model.to_str().unwrap()];
+    let (code, ev, stderr) = deploy(&fleet, state.path(), &args);
+    assert_eq!(code, 0, "{stderr}\n{ev:#?}");
+    for i in 0..5 {
+        assert_eq!(
+            common::finished(&ev, &fleet.host_name(i))["outcome"]["result"],
+            "deployed"
+        );
+    }
+    // Each worker process runs as its unit's dynamic user and reads the model folder.
+    let workers = exec(
+        &fleet,
+        state.path(),
+        &["--role", "worker"],
+        "ps -o user= -C agent-worker",
+    );
+    assert_eq!(workers.len(), 4);
+    for (host, users) in workers {
+        let users: Vec<&str> = users.lines().collect();
+        assert_eq!(users.len(), 2, "{host}: {users:?}");
+        assert!(users.iter().all(|u| *u != "root"), "{host}: {users:?}");
+    }
+
+    // The lab's client: 50 requests, 15 at a time, answered by every worker process.
+    let mut c = agent(state.path());
+    c.args(["bench", "inference", "-i"]).arg(fleet.inventory());
+    c.args(["--concurrency", "15", "--requests", "50", "--json", "--out"])
+        .arg(state.path().join("bench"));
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
+    let summary: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(summary["ok"].as_u64(), Some(50), "{summary:#}");
+    let served: BTreeSet<String> = summary["groups"][0]["responders"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let expected: BTreeSet<String> = fleet.addresses[1..]
+        .iter()
+        .flat_map(|a| [format!("{a}:5000"), format!("{a}:5001")])
+        .collect();
+    assert_eq!(served, expected, "every worker process served some");
+
+    let (code, again, stderr) = deploy(&fleet, state.path(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(changed(&again).is_empty(), "{:#?}", changed(&again));
+}
+
+#[test]
+fn an_archive_out_of_reach_fails_the_packages_step_in_seconds() {
+    let fleet = Fleet::booting("bn", 3, 62, "cluster1:1,cluster2:1,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    let lb = fleet.host_name(2);
+    // Without the fleet's proxy, the balancer host has no way out, as in an EC2 subnet with
+    // no internet or NAT gateway.
+    let proxy = "/etc/apt/apt.conf.d/01agent-fleet-proxy";
+    exec(
+        &fleet,
+        state.path(),
+        &["--host", &lb],
+        &format!("sudo -n rm {proxy}; echo removed"),
+    );
+    let started = Instant::now();
+    let (code, ev, stderr) = deploy(&fleet, state.path(), &["clusters", "--host", &lb]);
+    assert_eq!(code, 2, "{stderr}\n{ev:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    let packages = step(&ev, &lb, "packages");
+    assert_eq!(packages["status"], "failed", "{packages}");
+    let detail = packages["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("cannot reach the package archive http://deb.debian.org/debian ("),
+        "{detail}"
+    );
+    assert!(detail.ends_with("the host needs a route to it (on EC2, a subnet with an internet or NAT gateway)"));
+    assert!(!detail.contains('\n'), "one line: {detail}");
+    // Nothing was uploaded: the step before the files stopped the host.
+    assert!(
+        ev.iter().all(|e| !(e["event"] == "step" && e["stage"] == "files")),
+        "{ev:#?}"
+    );
+}
