@@ -305,6 +305,24 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
     for i in instances {
         assert!(known.contains(&format!(" {}\n", i["id"].as_str().unwrap())), "{known}");
     }
+    // cloud-init made the generated key the instance's only host key (ssh_deletekeys, and
+    // ssh_genkeytypes naming only the type agent brings).
+    for i in instances {
+        let ip = i["private_ip"].as_str().unwrap();
+        let n = fleet.addresses.iter().position(|a| a == ip).unwrap();
+        let etc_ssh = fleet.host_dir(n).join("root/etc/ssh");
+        let mut keys: Vec<String> = std::fs::read_dir(&etc_ssh)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.starts_with("ssh_host_"))
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"], "{ip}");
+        let public = std::fs::read_to_string(etc_ssh.join("ssh_host_ed25519_key.pub")).unwrap();
+        let pinned = i["tags"]["agent:host-key"].as_str().unwrap();
+        let words = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        assert_eq!(words(&public), words(pinned), "{ip}");
+    }
 
     // A second deploy creates nothing and changes nothing.
     let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);

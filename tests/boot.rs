@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Fleet, agent, events, http_get, run};
+use common::{Fleet, agent, answering, events, http_get, run};
 use serde_json::Value;
 
 fn deploy(fleet: &Fleet, state: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
@@ -52,19 +52,6 @@ fn exec(fleet: &Fleet, state: &Path, select: &[&str], script: &str) -> std::coll
         text.push('\n');
     }
     by_host
-}
-
-fn answering(lb: &str, path: &str, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            let (status, body) = http_get(lb, 80, path);
-            assert_eq!(status, 200, "{path}: {body}");
-            body.strip_prefix("Instance ")
-                .and_then(|b| b.strip_suffix(" is responding now!"))
-                .unwrap_or_else(|| panic!("unexpected body {body:?}"))
-                .to_owned()
-        })
-        .collect()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{Fleet, agent, events, http_get, run};
+use common::{Fleet, agent, answering, events, http_get, run};
 use serde_json::Value;
 
 fn deploy(fleet: &Fleet, state: &Path, spec: &str) -> (i32, Vec<Value>) {
@@ -35,20 +35,6 @@ fn outcome(events: &[Value], host: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// Which instances answer `path` through the balancer, over `n` requests.
-fn answering(lb: &str, path: &str, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            let (status, body) = http_get(lb, 80, path);
-            assert_eq!(status, 200, "{path}: {body}");
-            body.strip_prefix("Instance ")
-                .and_then(|b| b.strip_suffix(" is responding now!"))
-                .unwrap_or_else(|| panic!("unexpected body {body:?}"))
-                .to_owned()
-        })
-        .collect()
 }
 
 /// Pid file contents per host, read through `agent exec` (the supervisor's view of which

@@ -195,6 +195,20 @@ pub fn http_get(address: &str, port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Which instances answer `path` through the balancer, over `n` requests.
+pub fn answering(lb: &str, path: &str, n: usize) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let (status, body) = http_get(lb, 80, path);
+            assert_eq!(status, 200, "{path}: {body}");
+            body.strip_prefix("Instance ")
+                .and_then(|b| b.strip_suffix(" is responding now!"))
+                .unwrap_or_else(|| panic!("unexpected body {body:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
 /// A chart a user would look at: a PNG that decodes, of a real size, with something drawn on
 /// it (not one colour), and its SVG twin.
 pub fn assert_chart(dir: &Path, name: &str) {
