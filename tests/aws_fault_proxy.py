@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""An HTTP proxy in front of the AWS emulator that fakes EC2 DependencyViolation errors.
+"""An HTTP proxy in front of the AWS emulator: as strict as AWS, and able to fake errors.
 
-  aws_fault_proxy.py --upstream http://127.0.0.1:PORT [--fail N]
+  aws_fault_proxy.py --upstream http://127.0.0.1:PORT [--fail N] [--strict]
 
 Listens on 127.0.0.1 (a free port, printed on the first line of stdout once
 listening) and forwards every request unchanged (method, path, headers, body) to
-the upstream, except that the first N requests whose form body has
-Action=DeleteSecurityGroup get EC2's 400 DependencyViolation error instead, as
-real EC2 answers while instances still use the group.  Each faked failure is
-logged to stderr.  Stdlib only.
+the upstream, except:
+- the first N requests whose form body has Action=DeleteSecurityGroup get EC2's
+  400 DependencyViolation error instead, as real EC2 answers while instances
+  still use the group (default N: 1);
+- with --strict, every request is checked against the constraints of AWS's own
+  service model (botocore's JSON models: pattern, min and max length, enum,
+  range of each parameter), which moto does not check; a request that breaks one
+  gets AWS's answer instead (EC2: 400 InvalidParameterValue; ELB, CloudWatch:
+  400 ValidationError; SSM: ValidationException).
+Each faked failure and each violation is logged to stderr, one line each.
+Needs botocore and regex (for the models' \\p{L} classes): run it with moto's venv.
 """
 
 import argparse
@@ -32,7 +39,157 @@ class State:
     upstream = None
     left = 0
     faked = 0
+    strict = None
     lock = threading.Lock()
+
+
+class Strict:
+    """Checks Query/EC2 form requests and JSON requests against botocore's service models."""
+
+    # Rules AWS documents that its models do not carry: (service, action, parameter) -> rule.
+    DOCUMENTED = {
+        (sign, action, "Name"): (
+            r"^(?!internal-)[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$",
+            "1 to 32 letters, digits or hyphens, not starting or ending with a hyphen nor with internal-",
+        )
+        for sign in ["elasticloadbalancing"]
+        for action in ["CreateLoadBalancer", "CreateTargetGroup"]
+    }
+
+    # Signing name (from the Authorization header) -> botocore's service name.
+    SERVICES = {"ec2": "ec2", "elasticloadbalancing": "elbv2", "monitoring": "cloudwatch", "ssm": "ssm"}
+
+    def __init__(self):
+        import botocore.loaders
+        import botocore.model
+        import regex
+
+        self.regex = regex
+        loader = botocore.loaders.Loader()
+        self.models = {
+            sign: botocore.model.ServiceModel(loader.load_service_model(name, "service-2"), name)
+            for sign, name in self.SERVICES.items()
+        }
+        self.patterns = {}
+
+    def pattern(self, text):
+        if text not in self.patterns:
+            try:
+                self.patterns[text] = self.regex.compile(text)
+            except self.regex.error:
+                self.patterns[text] = None  # a model pattern this engine cannot read: not checked
+        return self.patterns[text]
+
+    def check(self, headers, body):
+        """(service, action, [violations]) for a request, or None when it is not one we know."""
+        auth = headers.get("Authorization", "")
+        sign = next((p.split("/")[3] for p in auth.split() if p.startswith("Credential=") and p.count("/") >= 4), None)
+        model = self.models.get(sign)
+        if model is None:
+            return None
+        target = headers.get("X-Amz-Target")
+        if target:
+            import json
+
+            op = model.operation_model(target.split(".")[-1])
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                return None
+            out = []
+            self.value(op.input_shape, params, op.name, out)
+            return sign, op.name, out
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        action = (form.pop("Action", [None]))[0]
+        form.pop("Version", None)
+        if not action or action not in model.operation_names:
+            return None
+        op = model.operation_model(action)
+        ec2 = model.protocol == "ec2"
+        out = []
+        for key, values in form.items():
+            self.walk(op.input_shape, key.split("."), values[0], key, ec2, out)
+            rule = self.DOCUMENTED.get((sign, action, key))
+            if rule and not self.regex.search(rule[0], values[0]):
+                out.append(f"{key}: {values[0]!r} is not {rule[1]} (AWS's documented limit)")
+        return sign, action, out
+
+    def walk(self, shape, segs, value, key, ec2, out):
+        """Follows a flattened form key (Tags.member.1.Value) down the shape to its leaf."""
+        if shape is None:
+            return
+        if not segs:
+            self.scalar(shape, value, key, out, ec2)
+            return
+        if shape.type_name == "structure":
+            for name, member in shape.members.items():
+                ser = member.serialization
+                wire = ser.get("queryName") or (ser.get("name", name)[:1].upper() + ser.get("name", name)[1:] if ec2 else ser.get("name", name))
+                if wire == segs[0]:
+                    self.walk(member, segs[1:], value, key, ec2, out)
+                    return
+            out.append(f"{key}: no such parameter of {shape.name}")
+        elif shape.type_name == "list":
+            flat = ec2 or shape.serialization.get("flattened")
+            rest = segs if flat else segs[1:]  # Name.member.N (query) or Name.N (ec2)
+            if rest and rest[0].isdigit():
+                self.walk(shape.member, rest[1:], value, key, ec2, out)
+        elif shape.type_name == "map":
+            # Name.entry.N.key / Name.entry.N.value
+            if len(segs) >= 3 and segs[2] in ("key", "value"):
+                self.walk(shape.key if segs[2] == "key" else shape.value, segs[3:], value, key, ec2, out)
+
+    def value(self, shape, v, key, out):
+        """A JSON-protocol value against its shape."""
+        if shape is None:
+            return
+        if shape.type_name == "structure" and isinstance(v, dict):
+            for name, inner in v.items():
+                if name not in shape.members:
+                    out.append(f"{key}.{name}: no such parameter of {shape.name}")
+                else:
+                    self.value(shape.members[name], inner, f"{key}.{name}", out)
+        elif shape.type_name == "list" and isinstance(v, list):
+            self.length(shape, len(v), key, "items", out)
+            for i, inner in enumerate(v):
+                self.value(shape.member, inner, f"{key}[{i}]", out)
+        elif shape.type_name == "map" and isinstance(v, dict):
+            for k, inner in v.items():
+                self.value(shape.key, k, f"{key} key", out)
+                self.value(shape.value, inner, f"{key}.{k}", out)
+        elif not isinstance(v, (dict, list)):
+            self.scalar(shape, v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v), key, out)
+
+    def length(self, shape, n, key, unit, out):
+        lo, hi = shape.metadata.get("min"), shape.metadata.get("max")
+        if lo is not None and n < lo:
+            out.append(f"{key}: {n} {unit}, fewer than the minimum {lo}")
+        if hi is not None and n > hi:
+            out.append(f"{key}: {n} {unit}, more than the maximum {hi}")
+
+    def scalar(self, shape, v, key, out, ec2=False):
+        t = shape.type_name
+        if t == "string":
+            self.length(shape, len(v), key, "characters", out)
+            enum = shape.metadata.get("enum")
+            # (EC2 answers an unknown instance type with its own InvalidInstanceType, and its
+            # model's enums lag the service: only the other services' enums are checked)
+            if enum and v not in enum and not ec2:
+                out.append(f"{key}: {v!r} is not one of {', '.join(enum[:5])}{', …' if len(enum) > 5 else ''}")
+            pat = shape.metadata.get("pattern")
+            if pat and (rx := self.pattern(pat)) is not None and not rx.search(v):
+                out.append(f"{key}: {v!r} does not match the pattern {pat}")
+        elif t in ("integer", "long"):
+            try:
+                n = int(v)
+            except ValueError:
+                out.append(f"{key}: {v!r} is not an integer")
+                return
+            lo, hi = shape.metadata.get("min"), shape.metadata.get("max")
+            if (lo is not None and n < lo) or (hi is not None and n > hi):
+                out.append(f"{key}: {n} is outside {lo}..{hi}")
+        elif t == "boolean" and v not in ("true", "false"):
+            out.append(f"{key}: {v!r} is not a boolean")
 
 
 class Proxy(BaseHTTPRequestHandler):
@@ -77,12 +234,41 @@ class Proxy(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def refuse(self, service, action, problems):
+        """AWS's own answer to a request that breaks its model's constraints."""
+        message = f"{action}: " + "; ".join(problems)
+        print(f"aws_fault_proxy: violation: {service} {message}", file=sys.stderr, flush=True)
+        rid = uuid.uuid4()
+        esc = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        if service == "ssm":
+            import json
+
+            body = json.dumps({"__type": "ValidationException", "message": message}).encode()
+            self.reply(400, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "ValidationException")], body)
+        elif service == "ec2":
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>InvalidParameterValue</Code>'
+                f"<Message>{esc}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+            )
+            self.reply(400, [("Content-Type", "text/xml;charset=UTF-8")], body.encode())
+        else:
+            body = (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                f"<Message>{esc}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+            )
+            self.reply(400, [("Content-Type", "text/xml")], body.encode())
+
     def forward(self):
         body = self.read_body()
         fake = self.fault(body)
         if fake is not None:
             self.reply(400, [("Content-Type", "text/xml;charset=UTF-8")], fake)
             return
+        if State.strict is not None:
+            verdict = State.strict.check(self.headers, body)
+            if verdict is not None and verdict[2]:
+                self.refuse(*verdict)
+                return
         u = State.upstream
         conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=120)
         try:
@@ -111,7 +297,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--upstream", required=True, help="http://HOST:PORT of the emulator")
     p.add_argument("--fail", type=int, default=1, help="how many DeleteSecurityGroup calls to fail (default 1)")
+    p.add_argument("--strict", action="store_true", help="refuse what AWS's service models refuse")
     a = p.parse_args()
+    if a.strict:
+        State.strict = Strict()
     State.upstream = urllib.parse.urlsplit(a.upstream)
     if State.upstream.scheme != "http" or not State.upstream.hostname:
         p.error(f"--upstream must be http://HOST:PORT, not {a.upstream!r}")

@@ -254,7 +254,8 @@ pub async fn ensure(
             .r#type(ActionTypeEnum::Forward)
             .target_group_arn(&target_groups[&route.role])
             .build();
-        let rule_name = format!("{} → {}", route.path, route.role);
+        // Also its Name tag: ELB tag values allow letters, numbers, spaces and `_.:/=+-@` only.
+        let rule_name = format!("{} to {}", route.path, route.role);
         match rules.rules().iter().find(|r| r.priority() == Some(priority.as_str())) {
             Some(r) => {
                 let arn = r.rule_arn().unwrap_or_default().to_owned();

@@ -17,8 +17,13 @@ pub const LATEST_NOBLE_AMD64: &str = "ami-0e2c8caa4b6378d8c";
 
 /// A moto server; killed on drop (also when a test panics).
 pub struct Moto {
+    /// Where agent and the fixture talk to AWS: the strict proxy in front of moto, which
+    /// refuses what AWS's service models refuse and moto accepts.
     pub endpoint: String,
     port: u16,
+    strict: FaultProxy,
+    /// Violations a test provoked on purpose and has read (see [`Moto::take_violations`]).
+    seen: std::cell::Cell<usize>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -72,9 +77,12 @@ impl Moto {
                 .expect("spawn moto_server");
             match wait_ready(&mut child, port) {
                 Ok(()) => {
+                    let strict = FaultProxy::launch(&format!("http://127.0.0.1:{port}"), &["--fail", "0", "--strict"]);
                     return Moto {
-                        endpoint: format!("http://127.0.0.1:{port}"),
+                        endpoint: strict.endpoint.clone(),
                         port,
+                        strict,
+                        seen: Default::default(),
                         child,
                         dir,
                     };
@@ -190,10 +198,46 @@ impl Moto {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default()
     }
+
+    /// The requests AWS would have refused (the strict proxy's log), one line each, that no
+    /// [`Moto::take_violations`] has returned yet.
+    pub fn violations(&self) -> Vec<String> {
+        self.strict
+            .log()
+            .lines()
+            .filter(|l| l.contains(": violation: "))
+            .skip(self.seen.get())
+            .map(String::from)
+            .collect()
+    }
+
+    /// As [`Moto::violations`], for a test that provoked them: they no longer fail it.
+    pub fn take_violations(&self) -> Vec<String> {
+        let v = self.violations();
+        self.seen.set(self.seen.get() + v.len());
+        v
+    }
+
+    /// Runs a Python snippet with boto3 against this endpoint (moto's venv, the same
+    /// environment as agent's); returns its stdout.
+    pub fn python(&self, code: &str) -> String {
+        let out = Command::new(python())
+            .args(["-c", code])
+            .envs(self.env())
+            .output()
+            .expect("run python");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
+        // Every test that used AWS ends with this check: moto accepted these, AWS would not.
+        let violations = self.violations();
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!("requests AWS would refuse:\n{}", violations.join("\n"));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -209,10 +253,15 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, fail: u32) -> FaultProxy {
+        Self::launch(upstream, &["--fail", &fail.to_string()])
+    }
+
+    fn launch(upstream: &str, args: &[&str]) -> FaultProxy {
         let log = tempfile::NamedTempFile::new().expect("temp file");
         let mut child = Command::new(python())
             .arg(script("aws_fault_proxy.py"))
-            .args(["--upstream", upstream, "--fail", &fail.to_string()])
+            .args(["--upstream", upstream])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("reopen temp file"))
@@ -235,7 +284,7 @@ impl FaultProxy {
         }
     }
 
-    /// The proxy's stderr: one line per faked failure.
+    /// The proxy's stderr: one line per faked failure or violation.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log.path()).unwrap_or_default()
     }
