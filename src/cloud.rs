@@ -29,7 +29,10 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     on_hosts.balancer = None;
     on_hosts.name = deployment.clone();
 
-    // Local work first: programs that do not build stop the deploy before AWS is touched.
+    // Region and credentials first: they are read locally (nothing is created) and, when
+    // missing, say so at once instead of after minutes of building.
+    let aws = Aws::connect(s.region.as_deref()).await?;
+    // Then local work: programs that do not build stop the deploy before anything is created.
     let mut names: Vec<&str> = spec.roles.values().map(|r| plan::binary(r.program)).collect();
     names.sort();
     names.dedup();
@@ -39,7 +42,6 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
             &paths.iter().map(String::as_str).collect::<Vec<_>>(),
         )?);
     }
-    let aws = Aws::connect(s.region.as_deref()).await?;
     let record = Arc::new(RecordStore::open(&s.record, &deployment, &s.known_hosts)?);
 
     let (tx, rx) = mpsc::channel(256);

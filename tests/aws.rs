@@ -577,6 +577,12 @@ fn bad_input_gets_one_line_and_creates_nothing() {
     assert_eq!(moto.resources("clusters")["count"], 0);
     assert_eq!(moto.resources("bogus")["count"], 0);
 
+    // No region: said at once, before any program is built or read (these do not exist).
+    let mut c = deploy_cmd(state.path(), &moto, "clusters", &key, &net.subnet_a, false);
+    c.env_remove("AWS_REGION").env_remove("AWS_DEFAULT_REGION");
+    c.arg("--programs").arg(state.path().join("no-programs-here"));
+    one_line(&run(c), "no AWS region: pass --region");
+
     // The lab session ended: AWS refuses the credentials.
     let expired = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let mut c = aws_agent(state.path(), &expired, None);
