@@ -178,7 +178,7 @@ impl HostRun<'_> {
         if self.packages(session, &facts).await? {
             // A package may start its own service (haproxy's does, on its default config):
             // what runs now decides between start and restart.
-            facts = self.reinspect(session, Stage::Packages).await?;
+            facts.services = self.services_now(session, Stage::Packages).await?;
         }
         let changed = self.files(session, &facts).await?;
         self.setup(session).await?;
@@ -188,11 +188,7 @@ impl HostRun<'_> {
 
     async fn inspect(&mut self, session: &mut impl Session) -> StepResult<Facts> {
         let started = self.stage(Stage::Inspect).await;
-        self.output.capture();
-        let outcome = session
-            .exec(&step::inspect(self.plan), &[], &mut self.output, self.cancel)
-            .await;
-        let lines = self.output.take_captured();
+        let (outcome, lines) = self.captured(session, &step::inspect(self.plan)).await;
         // The script itself cannot fail; exit 1 is sudo refusing to run it without a password.
         if let Outcome::Exited { code: 1 } = outcome {
             let reason = "the inspect script failed: does the login user have passwordless sudo?";
@@ -212,19 +208,33 @@ impl HostRun<'_> {
         Ok(facts)
     }
 
-    /// The inspect script once more, within `stage`, after a step changed the host.
-    async fn reinspect(&mut self, session: &mut impl Session, stage: Stage) -> StepResult<Facts> {
+    /// The planned services' state once more, within `stage`, after a step changed the host
+    /// (files are not hashed again: one a package put at a planned path is uploaded anyway,
+    /// since the facts had no checksum for it).
+    async fn services_now(
+        &mut self,
+        session: &mut impl Session,
+        stage: Stage,
+    ) -> StepResult<BTreeMap<String, step::ServiceState>> {
         let started = Instant::now();
-        self.output.capture();
-        let outcome = session
-            .exec(&step::inspect(self.plan), &[], &mut self.output, self.cancel)
-            .await;
-        let lines = self.output.take_captured();
+        let services_only = HostPlan {
+            packages: Vec::new(),
+            files: Vec::new(),
+            ..self.plan.clone()
+        };
+        let (outcome, lines) = self.captured(session, &step::inspect(&services_only)).await;
         self.check(stage, outcome, started).await?;
         match step::parse_facts(&lines) {
-            Ok(f) => Ok(f),
+            Ok(f) => Ok(f.services),
             Err(e) => Err(self.fail(stage, e.to_string(), started).await),
         }
+    }
+
+    /// Runs `command` with its stdout kept instead of shown (stderr still streams).
+    async fn captured(&mut self, session: &mut impl Session, command: &RemoteCommand) -> (Outcome, Vec<String>) {
+        self.output.capture();
+        let outcome = session.exec(command, &[], &mut self.output, self.cancel).await;
+        (outcome, self.output.take_captured())
     }
 
     async fn ready(&mut self, session: &mut impl Session, facts: &Facts) -> StepResult<()> {
@@ -234,9 +244,7 @@ impl HostRun<'_> {
                 .await;
             return Ok(());
         }
-        self.output.capture();
-        let outcome = session.exec(&step::ready(), &[], &mut self.output, self.cancel).await;
-        let lines = self.output.take_captured();
+        let (outcome, lines) = self.captured(session, &step::ready()).await;
         self.check(Stage::Ready, outcome, started).await?;
         let (status, detail) = match step::parse_ready(&lines) {
             step::CloudInit::Done => (StepStatus::Unchanged, "cloud-init done".to_owned()),
@@ -246,9 +254,10 @@ impl HostRun<'_> {
             ),
             // The host answers SSH, so it is usable; the operator should still know.
             step::CloudInit::Errors { status, detail } => {
-                let detail = match detail.is_empty() {
-                    true => format!("cloud-init ended with status '{status}'"),
-                    false => format!("cloud-init ended with status '{status}': {detail}"),
+                let detail = if detail.is_empty() {
+                    format!("cloud-init ended with status '{status}'")
+                } else {
+                    format!("cloud-init ended with status '{status}': {detail}")
                 };
                 self.output.notice(format!("warning: {detail}")).await;
                 (StepStatus::Unchanged, detail)
@@ -276,11 +285,7 @@ impl HostRun<'_> {
             let reason = format!("{missing} missing, and this host has no apt-get: install it by hand");
             return Err(self.fail(Stage::Packages, reason, started).await);
         }
-        self.output.capture();
-        let outcome = session
-            .exec(&step::apt_update(), &[], &mut self.output, self.cancel)
-            .await;
-        let lines = self.output.take_captured();
+        let (outcome, lines) = self.captured(session, &step::apt_update()).await;
         if let Outcome::Exited { code: 100 } = outcome {
             let reason = step::parse_update_failure(&lines);
             return Err(self.fail(Stage::Packages, reason, started).await);
@@ -386,9 +391,7 @@ impl HostRun<'_> {
         let mut said = Vec::new();
         let mut changed = false;
         for s in &self.plan.setup {
-            self.output.capture();
-            let outcome = session.exec(&step::setup(s), &[], &mut self.output, self.cancel).await;
-            let lines = self.output.take_captured();
+            let (outcome, lines) = self.captured(session, &step::setup(s)).await;
             let done = lines.iter().any(|l| l.starts_with(agent_protocol::CHANGED));
             if done {
                 // As for uploaded files: owed until the services step has restarted them.
@@ -520,11 +523,7 @@ impl HostRun<'_> {
 
     /// Why systemd says `unit` is failing, if it does.
     async fn unit_failure(&mut self, session: &mut impl Session, unit: &str) -> Option<String> {
-        self.output.capture();
-        let outcome = session
-            .exec(&step::unit_state(unit), &[], &mut self.output, self.cancel)
-            .await;
-        let lines = self.output.take_captured();
+        let (outcome, lines) = self.captured(session, &step::unit_state(unit)).await;
         if !outcome.is_success() {
             return None;
         }

@@ -662,7 +662,19 @@ mod tests {
     }
 
     fn lines(out: &std::process::Output) -> Vec<String> {
-        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+        text_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    fn text_lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    /// An executable `name` in `dir` running `script` under sh, to put first on a script's PATH.
+    fn fake_command(dir: &std::path::Path, name: &str, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]
@@ -856,21 +868,21 @@ mod tests {
 
     #[test]
     fn a_unit_in_its_restart_loop_is_failing_a_running_one_is_not() {
-        let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
-        let exec =
-            lines("ActiveState=activating\nSubState=auto-restart\nExecMainCode=1\nExecMainStatus=203\nNRestarts=7");
+        let exec = text_lines(
+            "ActiveState=activating\nSubState=auto-restart\nExecMainCode=1\nExecMainStatus=203\nNRestarts=7",
+        );
         assert_eq!(
             unit_failure("agent-web.service", &exec).as_deref(),
             Some(
                 "agent-web.service keeps failing (status=203/EXEC: the program could not be executed, restarted 7 times)"
             )
         );
-        let killed = lines("ActiveState=failed\nSubState=failed\nExecMainCode=2\nExecMainStatus=9\nNRestarts=0");
+        let killed = text_lines("ActiveState=failed\nSubState=failed\nExecMainCode=2\nExecMainStatus=9\nNRestarts=0");
         assert_eq!(
             unit_failure("w.service", &killed).as_deref(),
             Some("w.service keeps failing (killed by signal 9)")
         );
-        let exited = lines("ActiveState=activating\nSubState=auto-restart\nExecMainCode=1\nExecMainStatus=2");
+        let exited = text_lines("ActiveState=activating\nSubState=auto-restart\nExecMainCode=1\nExecMainStatus=2");
         assert_eq!(
             unit_failure("w.service", &exited).as_deref(),
             Some("w.service keeps failing (exit status 2)")
@@ -880,7 +892,7 @@ mod tests {
             "ActiveState=activating\nSubState=start\nExecMainCode=0\nExecMainStatus=0",
             "",
         ] {
-            assert_eq!(unit_failure("w.service", &lines(ok)), None, "{ok}");
+            assert_eq!(unit_failure("w.service", &text_lines(ok)), None, "{ok}");
         }
         assert_eq!(
             unit_state("agent-worker@5000.service").script,
@@ -890,17 +902,18 @@ mod tests {
 
     #[test]
     fn cloud_init_ends_are_read_from_status() {
-        let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
         assert_eq!(
-            parse_ready(&lines("status done\ndetail boot_status_code: enabled-by-generator")),
+            parse_ready(&text_lines(
+                "status done\ndetail boot_status_code: enabled-by-generator"
+            )),
             CloudInit::Done
         );
         assert_eq!(
-            parse_ready(&lines("status not run")),
+            parse_ready(&text_lines("status not run")),
             CloudInit::NotRun("not run".into())
         );
         assert_eq!(
-            parse_ready(&lines(
+            parse_ready(&text_lines(
                 "status error\ndetail boot_status_code: enabled-by-generator\ndetail last_update: Thu, 01 Jan 1970\n\
                  detail detail:\ndetail ('locale', ProcessExecutionError(\"Unexpected error while running command.\"))"
             )),
@@ -911,14 +924,11 @@ mod tests {
         );
         // The script under sh, with a cloud-init that was installed but never ran: no wait.
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("cloud-init");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\n[ \"$2\" = --wait ] && sleep 100\necho 'status: not run'\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fake_command(
+            dir.path(),
+            "cloud-init",
+            "[ \"$2\" = --wait ] && sleep 100\necho 'status: not run'\n",
+        );
         let script = format!("PATH={}:$PATH\n{}", dir.path().display(), ready().script);
         let started = std::time::Instant::now();
         let out = sh(&script, b"");
@@ -927,19 +937,16 @@ mod tests {
             "waited {:?}",
             started.elapsed()
         );
-        assert_eq!(
-            parse_ready(&lines(&String::from_utf8_lossy(&out.stdout))),
-            CloudInit::NotRun("not run".into())
-        );
+        assert_eq!(parse_ready(&lines(&out)), CloudInit::NotRun("not run".into()));
         // One that ended in error: its detail comes back.
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\ncase \"$2\" in --wait) exit 1;; --long) printf 'status: error\\ndetail:\\nmodule locale failed\\n';; *) echo 'status: running';; esac\n",
-        )
-        .unwrap();
+        fake_command(
+            dir.path(),
+            "cloud-init",
+            "case \"$2\" in --wait) exit 1;; --long) printf 'status: error\\ndetail:\\nmodule locale failed\\n';; *) echo 'status: running';; esac\n",
+        );
         let out = sh(&script, b"");
         assert_eq!(
-            parse_ready(&lines(&String::from_utf8_lossy(&out.stdout))),
+            parse_ready(&lines(&out)),
             CloudInit::Errors {
                 status: "error".into(),
                 detail: "module locale failed".into()
@@ -949,9 +956,8 @@ mod tests {
 
     #[test]
     fn an_unreachable_archive_is_named() {
-        let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
         assert_eq!(
-            parse_update_failure(&lines(
+            parse_update_failure(&text_lines(
                 "unreachable http://deb.debian.org/debian/dists/bookworm/InRelease Could not connect to deb.debian.org:80 (151.101.2.132), connection timed out"
             )),
             "cannot reach the package archive http://deb.debian.org/debian (Could not connect to deb.debian.org:80 \
@@ -959,28 +965,25 @@ mod tests {
              or NAT gateway)"
         );
         assert_eq!(
-            parse_update_failure(&lines("failed The repository 'x' does not have a Release file.")),
+            parse_update_failure(&text_lines("failed The repository 'x' does not have a Release file.")),
             "apt-get update failed: The repository 'x' does not have a Release file."
         );
         // The script's own reading of apt's output, under sh with an apt-get that cannot connect.
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("apt-get");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'Err:1 http://deb.debian.org/debian bookworm InRelease'\n\
+        fake_command(
+            dir.path(),
+            "apt-get",
+            "echo 'Err:1 http://deb.debian.org/debian bookworm InRelease'\n\
              echo 'W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Could not connect to 10.0.0.1:3142 (10.0.0.1). - connect (111: Connection refused)' >&2\n\
              echo 'E: Some index files failed to download. They have been ignored, or old ones used instead.' >&2\nexit 100\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let out = sh(
             &format!("PATH={}:$PATH\n{}", dir.path().display(), apt_update().script),
             b"",
         );
         assert_eq!(out.status.code(), Some(100));
         assert_eq!(
-            parse_update_failure(&lines(&String::from_utf8_lossy(&out.stdout))),
+            parse_update_failure(&lines(&out)),
             "cannot reach the package archive http://deb.debian.org/debian (Could not connect to 10.0.0.1:3142 \
              (10.0.0.1). - connect (111: Connection refused)): the host needs a route to it (on EC2, a subnet with an \
              internet or NAT gateway)"
