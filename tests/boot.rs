@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Fleet, agent, answering, events, http_get, run};
+use common::{Fleet, agent, answering, events, exec_stdout, http_get, run};
 use serde_json::Value;
 
 fn deploy(fleet: &Fleet, state: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
@@ -33,25 +33,6 @@ fn changed(events: &[Value]) -> Vec<&Value> {
         .iter()
         .filter(|e| e["event"] == "step" && e["status"] == "changed")
         .collect()
-}
-
-/// One command on the selected hosts through `agent exec`: each host's stdout, by host.
-fn exec(fleet: &Fleet, state: &Path, select: &[&str], script: &str) -> std::collections::BTreeMap<String, String> {
-    let mut c = agent(state);
-    c.arg("exec").arg("-i").arg(fleet.inventory()).args(select);
-    c.args(["--json", "--no-logs", "--", script]);
-    let r = run(c);
-    assert_eq!(r.code, 0, "{script}: {}\n{}", r.stdout, r.stderr);
-    let mut by_host = std::collections::BTreeMap::<String, String>::new();
-    for e in events(&r.stdout)
-        .iter()
-        .filter(|e| e["event"] == "line" && e["stream"] == "stdout")
-    {
-        let text = by_host.entry(e["host"].as_str().unwrap().into()).or_default();
-        text.push_str(e["line"].as_str().unwrap());
-        text.push('\n');
-    }
-    by_host
 }
 
 #[test]
@@ -82,12 +63,12 @@ fn clusters_on_booting_hosts() {
     // Programs run as unprivileged users: agent-web as the unit's dynamic user, HAProxy's
     // worker as the package's.
     let web_hosts = ["--role", "cluster1", "--role", "cluster2"];
-    for (host, users) in exec(&fleet, state.path(), &web_hosts, "ps -o user= -C agent-web") {
+    for (host, users) in exec_stdout(&fleet, state.path(), &web_hosts, "ps -o user= -C agent-web") {
         let users: Vec<&str> = users.lines().collect();
         assert_eq!(users.len(), 1, "{host}: {users:?}");
         assert_ne!(users[0], "root", "{host}");
     }
-    let lb_users = exec(
+    let lb_users = exec_stdout(
         &fleet,
         state.path(),
         &["--role", "lb"],
@@ -99,10 +80,10 @@ fn clusters_on_booting_hosts() {
     let host = fleet.host_name(0);
     let one = ["--host", host.as_str()];
     let show = "systemctl show -p MainPID --value agent-web; systemctl is-enabled agent-web";
-    let before = exec(&fleet, state.path(), &one, show)[&host].clone();
+    let before = exec_stdout(&fleet, state.path(), &one, show)[&host].clone();
     let (pid, enabled) = before.split_once('\n').unwrap();
     assert_eq!(enabled, "enabled\n");
-    exec(
+    exec_stdout(
         &fleet,
         state.path(),
         &one,
@@ -110,7 +91,7 @@ fn clusters_on_booting_hosts() {
     );
     let killed = Instant::now();
     loop {
-        let now = exec(&fleet, state.path(), &one, show)[&host].clone();
+        let now = exec_stdout(&fleet, state.path(), &one, show)[&host].clone();
         let new_pid = now.lines().next().unwrap();
         if new_pid != pid && new_pid != "0" && http_get(&fleet.addresses[0], 80, "/health").0 == 200 {
             break;
@@ -182,7 +163,7 @@ fn inference_on_booting_hosts() {
         );
     }
     // Each worker process runs as its unit's dynamic user and reads the model folder.
-    let workers = exec(
+    let workers = exec_stdout(
         &fleet,
         state.path(),
         &["--role", "worker"],
@@ -229,7 +210,7 @@ fn an_archive_out_of_reach_fails_the_packages_step_in_seconds() {
     // Without the fleet's proxy, the balancer host has no way out, as in an EC2 subnet with
     // no internet or NAT gateway.
     let proxy = "/etc/apt/apt.conf.d/01agent-fleet-proxy";
-    exec(
+    exec_stdout(
         &fleet,
         state.path(),
         &["--host", &lb],

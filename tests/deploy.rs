@@ -40,19 +40,7 @@ fn outcome(events: &[Value], host: &str) -> String {
 /// Pid file contents per host, read through `agent exec` (the supervisor's view of which
 /// process runs).
 fn pids(fleet: &Fleet, state: &Path) -> BTreeMap<String, String> {
-    let mut c = agent(state);
-    c.arg("exec").arg("-i").arg(fleet.inventory());
-    c.args(["--json", "--no-logs", "--sudo", "--", "cat /var/lib/agent/run/*.pid"]);
-    let r = run(c);
-    assert_eq!(r.code, 0, "{}", r.stdout);
-    let mut by_host = BTreeMap::<String, String>::new();
-    for e in events(&r.stdout).iter().filter(|e| e["event"] == "line") {
-        by_host
-            .entry(e["host"].as_str().unwrap().into())
-            .or_default()
-            .push_str(e["line"].as_str().unwrap());
-    }
-    by_host
+    common::exec_stdout(fleet, state, &["--sudo"], "cat /var/lib/agent/run/*.pid")
 }
 
 #[test]

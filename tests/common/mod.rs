@@ -163,6 +163,31 @@ pub fn finished<'a>(events: &'a [serde_json::Value], host: &str) -> &'a serde_js
         .unwrap_or_else(|| panic!("no finished event for {host} in {events:#?}"))
 }
 
+/// One command through `agent exec --json` on the hosts `select` picks (`--role`, `--host`,
+/// `--sudo` …): each host's stdout lines, by host. It must succeed everywhere.
+pub fn exec_stdout(
+    fleet: &Fleet,
+    state: &Path,
+    select: &[&str],
+    script: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut c = agent(state);
+    c.arg("exec").arg("-i").arg(fleet.inventory()).args(select);
+    c.args(["--json", "--no-logs", "--", script]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{script}: {}\n{}", r.stdout, r.stderr);
+    let mut by_host = std::collections::BTreeMap::<String, String>::new();
+    for e in events(&r.stdout)
+        .iter()
+        .filter(|e| e["event"] == "line" && e["stream"] == "stdout")
+    {
+        let text = by_host.entry(e["host"].as_str().unwrap().into()).or_default();
+        text.push_str(e["line"].as_str().unwrap());
+        text.push('\n');
+    }
+    by_host
+}
+
 /// Starts `agent exec --json` of `script` (which must first `echo started`) on every host of
 /// the fleet, and returns once all of them are running it, with the output read so far.
 pub fn exec_until_started(fleet: &Fleet, state: &Path, script: &str) -> (Child, BufReader<ChildStdout>, String) {
