@@ -262,6 +262,18 @@ struct CloudArgs {
     /// agent or by hand): accept the key each presents at first contact, and report it.
     #[arg(long)]
     trust_first_use: bool,
+    /// Refuse to launch when the region would then run more instances than this (pending
+    /// and running, every deployment's). The default is the AWS Academy Learner Lab's limit,
+    /// past which the lab terminates instances; raise it on other accounts.
+    #[arg(long, default_value_t = 9, value_name = "N")]
+    max_instances: u32,
+    /// As --max-instances, for the instances' vCPUs together (the Learner Lab's: 32).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    max_vcpus: u32,
+    /// CloudWatch detailed monitoring: 1-minute EC2 metrics instead of basic monitoring's
+    /// 5-minute ones (billed per instance and month on AWS accounts).
+    #[arg(long)]
+    detailed_monitoring: bool,
 }
 
 #[derive(Debug, Args)]
@@ -424,6 +436,7 @@ impl Cli {
                 deployment: check_deployment_name(&args.deployment)?,
                 region: args.region,
                 json: args.json,
+                known_hosts: cloud_known_hosts(&args.deployment),
             }),
             Command::Bench(BenchCommand::Inference(args)) => {
                 Ok(Settings::BenchInference(resolve_bench_inference(args)?))
@@ -573,6 +586,9 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
     if let Some(cidr) = &c.ssh_cidr {
         check_cidr(cidr)?;
     }
+    if c.max_instances == 0 || c.max_vcpus == 0 {
+        bail!("--max-instances and --max-vcpus must be at least 1");
+    }
     if c.launch_timeout.is_zero() {
         bail!("--launch-timeout must be more than zero");
     }
@@ -596,6 +612,11 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
             private_ssh: c.ssh_address == SshAddress::Private,
             subnet: c.subnet.clone(),
             timeout: c.launch_timeout,
+            limits: crate::aws::launch::Limits {
+                instances: c.max_instances,
+                vcpus: c.max_vcpus,
+            },
+            detailed_monitoring: c.detailed_monitoring,
         },
         region: c.region.clone(),
         key,

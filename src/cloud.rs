@@ -43,22 +43,25 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         )?);
     }
     let record = Arc::new(RecordStore::open(&s.record, &deployment, &s.known_hosts)?);
+    let known_hosts = Arc::new(KnownHosts::new(s.known_hosts.clone(), []));
 
     let (tx, rx) = mpsc::channel(256);
     let printer = tokio::spawn(render::cloud(s.output.mode, rx));
     let progress = Progress {
         tx: &tx,
         record: Some(&record),
+        known_hosts: Some(&known_hosts),
     };
     let provisioned = async {
         let launched = launch::launch(&aws, &s.launch, &progress, &cancel).await?;
         let alb = balancer::ensure(&aws, &deployment, &spec, &launched, &progress, &cancel).await?;
-        anyhow::Ok((launched, alb))
+        let targets = hosts(&s, &launched, &known_hosts, &progress).await?;
+        anyhow::Ok((launched, alb, targets))
     }
     .await;
     drop(tx);
     printer.await??;
-    let (launched, alb) = match provisioned.and_then(|done| {
+    let (launched, alb, targets) = match provisioned.and_then(|done| {
         crate::aws::interrupted(&cancel)?;
         Ok(done)
     }) {
@@ -66,9 +69,20 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         Err(e) => return stopped(e, &deployment, &record, &cancel),
     };
 
-    let (targets, known_hosts) = hosts(&s, &launched)?;
     let hosts_planned: Vec<_> = targets.iter().map(|t| t.host.clone()).collect();
-    let plan = plan::build_with(&on_hosts, &hosts_planned, &s.model)?;
+    let mut plan = plan::build_with(&on_hosts, &hosts_planned, &s.model)?;
+    // Every instance's key is checked against its user data, and replaced while it is that one.
+    for h in &mut plan.hosts {
+        let target = targets
+            .iter()
+            .find(|t| t.host.name == h.host)
+            .expect("planned from these hosts");
+        let instance = launched.instances.iter().find(|i| i.name == h.host).expect("launched");
+        h.host_key = Some(plan::HostKeyPin {
+            pattern: target.host.known_hosts_pattern(),
+            label: instance.id.clone(),
+        });
+    }
     let targets = plan
         .hosts
         .iter()
@@ -95,24 +109,29 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         targets,
         parallel: s.parallel,
         ssh: s.ssh,
-        known_hosts,
+        known_hosts: known_hosts.clone(),
         health_timeout: s.health_timeout,
         output: s.output,
         footer,
     };
     let code = crate::deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
-    let Some(alb) = alb.filter(|_| code == 0) else {
-        return Ok(code);
-    };
 
     let (tx, rx) = mpsc::channel(64);
     let printer = tokio::spawn(render::cloud(mode, rx));
-    let progress = Progress { tx: &tx, record: None };
-    let healthy = balancer::wait_healthy(&aws, &alb, s.launch.timeout, &progress, &cancel).await;
+    let progress = Progress {
+        tx: &tx,
+        record: None,
+        known_hosts: None,
+    };
+    launch::retag_host_keys(&aws, &launched, &known_hosts, &progress).await;
+    let healthy = match alb.filter(|_| code == 0) {
+        Some(alb) => balancer::wait_healthy(&aws, &alb, s.launch.timeout, &progress, &cancel).await,
+        None => Ok(()),
+    };
     drop(tx);
     printer.await??;
     match healthy {
-        Ok(()) => Ok(0),
+        Ok(()) => Ok(code),
         Err(e) => stopped(e, &deployment, &record, &cancel),
     }
 }
@@ -135,8 +154,16 @@ fn stopped(e: anyhow::Error, deployment: &str, record: &RecordStore, cancel: &Ca
     )))
 }
 
-/// The launched instances as SSH targets, their generated host keys pinned by instance id.
-fn hosts(s: &CloudDeploySettings, launched: &Launched) -> anyhow::Result<(Vec<Target>, Arc<KnownHosts>)> {
+/// The launched instances as SSH targets, each host key pinned under the address agent
+/// dials. The keys come from agent's own known_hosts, written at launch (and after each
+/// rotation); an instance's `agent:host-key` tag, which anyone allowed to tag in the
+/// account can change, only seeds a record this machine lacks, and the output says so.
+async fn hosts(
+    s: &CloudDeploySettings,
+    launched: &Launched,
+    known_hosts: &KnownHosts,
+    progress: &Progress<'_>,
+) -> anyhow::Result<Vec<Target>> {
     let mut targets = Vec::new();
     let mut pins = Vec::new();
     let mut unknown = Vec::new();
@@ -168,9 +195,21 @@ fn hosts(s: &CloudDeploySettings, launched: &Launched) -> anyhow::Result<(Vec<Ta
             key: None,
             transport: Transport::Ssh,
         };
-        match &i.host_key {
-            Some(k) => pins.push((host.known_hosts_pattern(), k.clone(), i.id.clone())),
-            None => unknown.push(format!("{} ({})", i.id, i.name)),
+        let on_file = known_hosts.labelled(&i.id)?;
+        if !on_file.is_empty() {
+            pins.push((host.known_hosts_pattern(), on_file, i.id.clone()));
+        } else if let Some(k) = &i.host_key {
+            progress
+                .notice(format!(
+                    "host key of {} ({}) taken from its agent:host-key tag: {} has no record of it (launched from another machine?)",
+                    i.id,
+                    i.name,
+                    known_hosts.path().display()
+                ))
+                .await;
+            pins.push((host.known_hosts_pattern(), vec![k.clone()], i.id.clone()));
+        } else {
+            unknown.push(format!("{} ({})", i.id, i.name));
         }
         targets.push(Target {
             host,
@@ -183,9 +222,8 @@ fn hosts(s: &CloudDeploySettings, launched: &Launched) -> anyhow::Result<(Vec<Ta
             unknown.join(", ")
         );
     }
-    let known_hosts = Arc::new(KnownHosts::new(s.known_hosts.clone(), []));
     known_hosts.pin(&pins)?;
-    Ok((targets, known_hosts))
+    Ok(targets)
 }
 
 pub async fn terminate(
@@ -200,7 +238,11 @@ pub async fn terminate(
     let aws = Aws::connect(region).await?;
     let (tx, rx) = mpsc::channel(256);
     let printer = tokio::spawn(render::cloud(mode, rx));
-    let progress = Progress { tx: &tx, record: None };
+    let progress = Progress {
+        tx: &tx,
+        record: None,
+        known_hosts: None,
+    };
     let result = teardown::terminate(&aws, deployment, timeout, &progress, &cancel).await;
     drop(tx);
     let deleted = printer.await??;
@@ -228,9 +270,15 @@ pub async fn terminate(
     Ok(0)
 }
 
-pub async fn status(deployment: &str, region: Option<&str>, json: bool) -> anyhow::Result<u8> {
+pub async fn status(
+    deployment: &str,
+    region: Option<&str>,
+    json: bool,
+    known_hosts: &std::path::Path,
+) -> anyhow::Result<u8> {
     let aws = Aws::connect(region).await?;
-    let status = teardown::status(&aws, deployment).await?;
+    let known_hosts = KnownHosts::new(known_hosts.to_owned(), []);
+    let status = teardown::status(&aws, deployment, &known_hosts).await?;
     render::status(&status, json)?;
     Ok(0)
 }
@@ -288,6 +336,11 @@ pub async fn bench_target(aws: &Aws, deployment: &str, routes: &[(String, String
         clusters,
         targets: crate::aws::metrics::Targets {
             instances: instances.iter().map(|i| (i.id.clone(), i.name.clone())).collect(),
+            detailed: found
+                .iter()
+                .filter(|i| crate::aws::metrics::detailed(i))
+                .filter_map(|i| i.instance_id().map(str::to_owned))
+                .collect(),
             load_balancer: lb.as_ref().and_then(|l| l.load_balancer_arn()).map(str::to_owned),
             target_groups: teardown::target_groups(aws, deployment).await?,
         },

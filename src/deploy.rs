@@ -175,6 +175,7 @@ impl HostRun<'_> {
     async fn steps(&mut self, session: &mut impl Session) -> StepResult<()> {
         let mut facts = self.inspect(session).await?;
         self.ready(session, &facts).await?;
+        self.host_key(session).await?;
         if self.packages(session, &facts).await? {
             // A package may start its own service (haproxy's does, on its default config):
             // what runs now decides between start and restart.
@@ -264,6 +265,64 @@ impl HostRun<'_> {
             }
         };
         self.step(Stage::Ready, status, detail, started).await;
+        Ok(())
+    }
+
+    /// EC2: the host key the instance's user data carries gives way to one made on the host,
+    /// over this connection (whose key was verified). The new key is pinned beside the old
+    /// before sshd uses it, and alone after: a run stopped in between still connects.
+    async fn host_key(&mut self, session: &mut impl Session) -> StepResult<()> {
+        let Some(pin) = self.plan.host_key.clone() else {
+            return Ok(());
+        };
+        let started = self.stage(Stage::HostKey).await;
+        let (outcome, lines) = self.captured(session, &step::host_key_renew()).await;
+        self.check(Stage::HostKey, outcome, started).await?;
+        let known = self.shared.known_hosts.clone();
+        let (line, renewed) = match step::parse_host_key(&lines) {
+            Some(step::HostKeyAnswer::New(line)) => (line, true),
+            Some(step::HostKeyAnswer::Kept(line)) => (line, false),
+            None => {
+                let reason = "the host key check printed nothing (is ssh-keygen installed?)".to_owned();
+                return Err(self.fail(Stage::HostKey, reason, started).await);
+            }
+        };
+        let key = match russh::keys::PublicKey::from_openssh(&line) {
+            Ok(k) => k,
+            Err(e) => {
+                let reason = format!("the host printed a host key agent cannot read ({e}): {line:?}");
+                return Err(self.fail(Stage::HostKey, reason, started).await);
+            }
+        };
+        let fingerprint = crate::ssh::known_hosts::fingerprint(&key);
+        let only = [(pin.pattern.clone(), vec![key.clone()], pin.label.clone())];
+        if !renewed {
+            // The pin becomes exactly the key this connection verified, which the user data
+            // does not know: after a rotation stopped past the swap both keys are on file,
+            // and a key trusted at first use has no label yet.
+            let verified = self.shared.record.host(self.key).host_key;
+            let on_file = known.labelled(&pin.label).unwrap_or_default();
+            let exact = on_file.len() == 1 && on_file[0].key_data() == key.key_data();
+            if verified.as_deref() == Some(fingerprint.as_str())
+                && !exact
+                && let Err(e) = known.pin(&only)
+            {
+                return Err(self.fail(Stage::HostKey, e.to_string(), started).await);
+            }
+            let detail = format!("{fingerprint}, made on the host");
+            self.step(Stage::HostKey, StepStatus::Unchanged, detail, started).await;
+            return Ok(());
+        }
+        if let Err(e) = known.add(&pin.pattern, &key, &pin.label) {
+            return Err(self.fail(Stage::HostKey, e.to_string(), started).await);
+        }
+        self.run(Stage::HostKey, session, &step::host_key_install(), &[], started)
+            .await?;
+        if let Err(e) = known.pin(&only) {
+            return Err(self.fail(Stage::HostKey, e.to_string(), started).await);
+        }
+        let detail = format!("replaced the user data's key with {fingerprint}");
+        self.step(Stage::HostKey, StepStatus::Changed, detail, started).await;
         Ok(())
     }
 

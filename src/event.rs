@@ -28,6 +28,8 @@ pub enum Stage {
     Inspect,
     /// Deploy: `cloud-init status --wait` where cloud-init exists.
     Ready,
+    /// Deploy on EC2: the host key from the user data replaced by one made on the host.
+    HostKey,
     Packages,
     Files,
     /// Deploy: the plan's setup commands (fetch a model, ...), once the files are in place.
@@ -38,10 +40,11 @@ pub enum Stage {
 
 impl Stage {
     /// A deploy's steps, in order (connecting is the first).
-    pub const DEPLOY: [Stage; 8] = [
+    pub const DEPLOY: [Stage; 9] = [
         Stage::Connecting,
         Stage::Inspect,
         Stage::Ready,
+        Stage::HostKey,
         Stage::Packages,
         Stage::Files,
         Stage::Setup,
@@ -57,6 +60,7 @@ impl Stage {
             Stage::Running => "running",
             Stage::Inspect => "inspect",
             Stage::Ready => "ready",
+            Stage::HostKey => "hostkey",
             Stage::Packages => "packages",
             Stage::Files => "files",
             Stage::Setup => "setup",

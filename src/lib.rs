@@ -120,7 +120,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             deployment,
             region,
             json,
-        } => cloud::status(&deployment, region.as_deref(), json).await,
+            known_hosts,
+        } => cloud::status(&deployment, region.as_deref(), json, &known_hosts).await,
         Settings::BenchInference(b) => bench::inference::run(b, cancel).await,
         Settings::BenchClusters(b) => bench::clusters::run(*b, cancel).await,
         Settings::Metrics {

@@ -1,5 +1,6 @@
 //! `agent metrics` (and the end of `agent bench` on EC2): the deployment's CloudWatch
-//! series over a bench window with margins, period 60 s, polled until the data points cover
+//! series over a bench window with margins, each at its own period (EC2's basic monitoring:
+//! 5 minutes; detailed monitoring and the load balancer: 1 minute), polled until the data points cover
 //! the window (CloudWatch posts them minutes late) instead of a fixed sleep, bounded by
 //! `wait`. Saved as `metrics.csv` and `metrics.json` beside the bench results, charted, and
 //! added to the report.
@@ -44,7 +45,7 @@ impl Window {
 
     /// What is asked of CloudWatch: whole periods, with margins.
     pub fn query_span(&self) -> (i64, i64) {
-        let p = i64::from(metrics::PERIOD);
+        let p = metrics::BASIC;
         (
             (self.start - MARGIN).div_euclid(p) * p,
             (self.end + MARGIN).div_euclid(p) * p + p,
@@ -179,6 +180,9 @@ async fn targets(aws: &Aws, deployment: &str) -> anyhow::Result<Targets> {
     let mut t = Targets::default();
     for i in launch::existing(aws, deployment).await? {
         let d = launch::describe(&i);
+        if metrics::detailed(&i) {
+            t.detailed.insert(d.id.clone());
+        }
         t.instances.push((d.id, d.name));
     }
     t.load_balancer = teardown::load_balancers(aws, deployment)
@@ -256,8 +260,9 @@ mod tests {
                 end: 1_000_131
             }
         );
-        // 1_000_030 - 120 = 999_910 → 999_900; 1_000_131 + 120 = 1_000_251 → 1_000_200 + 60.
-        assert_eq!(w.query_span(), (999_900, 1_000_260));
+        // Whole 5-minute periods (basic monitoring's; minutes fit in them):
+        // 1_000_030 - 120 = 999_910 → 999_900; 1_000_131 + 120 = 1_000_251 → 1_000_200 + 300.
+        assert_eq!(w.query_span(), (999_900, 1_000_500));
         // Per minute: the minute holding the end (1_000_080) must be there.
         assert!(!w.covered(&series("RequestCount", 60, &[1_000_020])));
         assert!(w.covered(&series("RequestCount", 60, &[1_000_020, 1_000_080])));

@@ -37,6 +37,18 @@ pub struct HostPlan {
     /// The load balancer: deployed once every other host is done, so it starts with its
     /// backends already serving.
     pub balancer: bool,
+    /// EC2: replace the host key the instance's user data carries (see
+    /// [`crate::step::host_key_renew`]), pinning the new one under this record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<HostKeyPin>,
+}
+
+/// Where a host's key is pinned in agent's known_hosts: the host's pattern (address, or
+/// `[address]:port`) and the line's label (the EC2 instance id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostKeyPin {
+    pub pattern: String,
+    pub label: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -263,6 +275,7 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
                     .collect(),
                 services,
                 balancer: false,
+                host_key: None,
             });
         }
     }
@@ -324,6 +337,7 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
                 service: "haproxy.service".into(),
             }],
             balancer: true,
+            host_key: None,
         });
     }
     Ok(Plan {

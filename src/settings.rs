@@ -47,6 +47,8 @@ pub enum Settings {
         deployment: String,
         region: Option<String>,
         json: bool,
+        /// Where deploy pinned the instances' host keys.
+        known_hosts: std::path::PathBuf,
     },
     /// Print what a deployment would do; touches nothing.
     Plan {

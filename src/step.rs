@@ -177,6 +177,76 @@ pub fn ready() -> RemoteCommand {
     .sudo(true)
 }
 
+pub const HOST_KEY_LIMIT: Duration = Duration::from_secs(30);
+/// The host key sshd presents, and where a replacement is made before it takes its place.
+const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
+const HOST_KEY_NEW: &str = "/etc/ssh/ssh_host_ed25519_key.agent-new";
+/// Where cloud-init keeps the instance's user data (root only).
+const USER_DATA: &str = "/var/lib/cloud/instance/user-data.txt";
+
+/// The first half of a host key rotation: if the host still presents the key its user data
+/// carries (readable by anything on the instance that reaches the metadata service), makes
+/// a new key beside it and prints its public half (`new …`); otherwise prints the key in
+/// use (`kept …`). Nothing sshd reads changes yet.
+pub fn host_key_renew() -> RemoteCommand {
+    RemoteCommand::new(
+        format!(
+            "set -eu\n\
+             cur=$(cut -d' ' -f2 {HOST_KEY}.pub 2>/dev/null || true)\n\
+             if [ -n \"$cur\" ] && [ -f {USER_DATA} ] && grep -qF -- \"$cur\" {USER_DATA}; then\n\
+             umask 077; rm -f {HOST_KEY_NEW} {HOST_KEY_NEW}.pub\n\
+             ssh-keygen -q -t ed25519 -N '' -C '' -f {HOST_KEY_NEW} </dev/null >/dev/null\n\
+             echo \"new $(cat {HOST_KEY_NEW}.pub)\"\n\
+             else\n\
+             echo \"kept $(cat {HOST_KEY}.pub)\"\n\
+             fi\n"
+        ),
+        HOST_KEY_LIMIT,
+    )
+    .sudo(true)
+}
+
+/// The second half, once agent has pinned the new key beside the old: the new key takes
+/// the old one's place (each file by rename, so sshd never reads half a key) and sshd
+/// reloads. Sessions already open, this one too, keep running.
+pub fn host_key_install() -> RemoteCommand {
+    RemoteCommand::new(
+        format!(
+            "set -eu\n\
+             test -s {HOST_KEY_NEW} && test -s {HOST_KEY_NEW}.pub\n\
+             mv -f {HOST_KEY_NEW} {HOST_KEY}\n\
+             mv -f {HOST_KEY_NEW}.pub {HOST_KEY}.pub\n\
+             if [ -d /run/systemd/system ]; then\n\
+             systemctl reload ssh.service 2>/dev/null || systemctl reload sshd.service 2>/dev/null || true\n\
+             else\n\
+             pkill -HUP -x sshd || true\n\
+             fi\n"
+        ),
+        HOST_KEY_LIMIT,
+    )
+    .sudo(true)
+}
+
+/// What [`host_key_renew`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyAnswer {
+    /// A new key waits beside the one in use: its public half (OpenSSH line).
+    New(String),
+    /// The key in use is not the user data's: its public half.
+    Kept(String),
+}
+
+pub fn parse_host_key(lines: &[String]) -> Option<HostKeyAnswer> {
+    lines.iter().find_map(|l| {
+        if let Some(k) = l.strip_prefix("new ") {
+            Some(HostKeyAnswer::New(k.trim().to_owned()))
+        } else {
+            l.strip_prefix("kept ")
+                .map(|k| HostKeyAnswer::Kept(k.trim().to_owned()))
+        }
+    })
+}
+
 /// How cloud-init's first boot ended, from [`ready`]'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloudInit {
@@ -644,6 +714,7 @@ mod tests {
                 service: "agent-web.service".into(),
             }],
             balancer: false,
+            host_key: None,
         }
     }
 
@@ -675,6 +746,77 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The host key scripts with their paths moved under `dir`, and `pkill`/`systemctl`
+    /// faked (they log what they were asked) so that no real sshd is signalled.
+    fn host_key_script(command: &RemoteCommand, dir: &std::path::Path) -> String {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["pkill", "systemctl"] {
+            fake_command(
+                &bin,
+                name,
+                &format!("echo {name} \"$@\" >> {}/reloads\n", dir.display()),
+            );
+        }
+        let script = command
+            .script
+            .replace("/etc/ssh/", &format!("{}/", dir.display()))
+            .replace(USER_DATA, &dir.join("user-data.txt").display().to_string());
+        format!("PATH={}:$PATH\n{script}", bin.display())
+    }
+
+    #[test]
+    fn the_user_data_host_key_is_replaced_in_two_halves() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = d.join("ssh_host_ed25519_key");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(
+            d.join("user-data.txt"),
+            format!("#cloud-config\nssh_keys:\n  ed25519_public: {public}"),
+        )
+        .unwrap();
+        let renew = host_key_script(&host_key_renew(), d);
+        let install = host_key_script(&host_key_install(), d);
+
+        // Still the user data's key: a new one is made beside it, nothing sshd reads changes.
+        let out = sh(&renew, b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let Some(HostKeyAnswer::New(new)) = parse_host_key(&lines(&out)) else {
+            panic!("{:?}", lines(&out))
+        };
+        assert!(new.starts_with("ssh-ed25519 "), "{new}");
+        assert_ne!(new.split(' ').nth(1), public.split(' ').nth(1));
+        assert_eq!(std::fs::read_to_string(key.with_extension("pub")).unwrap(), public);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("ssh_host_ed25519_key.agent-new"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the new private key is root's alone");
+
+        // The swap: the new key in place, sshd asked to reload.
+        let out = sh(&install, b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_to_string(key.with_extension("pub")).unwrap().trim(), new);
+        assert!(!d.join("ssh_host_ed25519_key.agent-new").exists());
+        let reloads = std::fs::read_to_string(d.join("reloads")).unwrap();
+        assert!(reloads.contains("sshd"), "{reloads}");
+
+        // Again: the key in use is not the user data's any more, so it is kept; a second
+        // install has nothing to put in place and fails rather than half-swap.
+        let out = sh(&renew, b"");
+        assert_eq!(parse_host_key(&lines(&out)), Some(HostKeyAnswer::Kept(new)));
+        assert!(!sh(&install, b"").status.success());
+        assert_eq!(parse_host_key(&text_lines("junk")), None);
     }
 
     #[test]

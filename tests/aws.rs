@@ -156,7 +156,8 @@ fn names<'a>(v: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
 
 #[test]
 fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
-    let moto = Moto::start(&[
+    // AWS as it behaves right after each create, too: not found once.
+    let moto = Moto::start_eventual(&[
         ("MOTO_ENABLE_AMI_VALIDATION", "true"),
         ("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true"),
         ("MOTO_ENABLE_KEYPAIR_VALIDATION", "true"),
@@ -220,6 +221,11 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
                 .starts_with("ssh-ed25519 ")
         );
         assert!(i["user_data"].as_str().unwrap().starts_with("#cloud-config\n"));
+        // IMDSv2 only, one hop: nothing on the instance relays the metadata service.
+        assert_eq!(i["metadata_options"]["HttpTokens"], "required", "{i:#}");
+        assert_eq!(i["metadata_options"]["HttpPutResponseHopLimit"], 1, "{i:#}");
+        assert_eq!(i["metadata_options"]["HttpEndpoint"], "enabled", "{i:#}");
+        assert_eq!(i["monitoring"], "disabled", "basic monitoring by default: {i:#}");
     }
     assert_eq!(names(&all, "key_pairs"), ["vockey"]);
     assert_eq!(
@@ -299,15 +305,16 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
         let (status, body) = http_get(address, 80, "/cluster1");
         assert_eq!(status, 200, "host {n}: {body}");
     }
-    // Host keys: pinned before the first connection, labelled with the instance ids.
-    let known = std::fs::read_to_string(state.path().join("agent/deployments/clusters.known_hosts")).unwrap();
+    // Host keys. The one agent generated (in the user data, pinned at launch under the
+    // instance id) let it verify the first contact; over that connection the host made a new
+    // key, agent pinned it, and sshd took it up. The user data's key no longer identifies the host.
+    let known_path = state.path().join("agent/deployments/clusters.known_hosts");
+    let known = std::fs::read_to_string(&known_path).unwrap();
     assert_eq!(known.lines().count(), 9, "{known}");
+    let words = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let retagged = moto.resources("clusters");
     for i in instances {
-        assert!(known.contains(&format!(" {}\n", i["id"].as_str().unwrap())), "{known}");
-    }
-    // cloud-init made the generated key the instance's only host key (ssh_deletekeys, and
-    // ssh_genkeytypes naming only the type agent brings).
-    for i in instances {
+        let id = i["id"].as_str().unwrap();
         let ip = i["private_ip"].as_str().unwrap();
         let n = fleet.addresses.iter().position(|a| a == ip).unwrap();
         let etc_ssh = fleet.host_dir(n).join("root/etc/ssh");
@@ -318,10 +325,81 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
             .collect();
         keys.sort();
         assert_eq!(keys, ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"], "{ip}");
-        let public = std::fs::read_to_string(etc_ssh.join("ssh_host_ed25519_key.pub")).unwrap();
-        let pinned = i["tags"]["agent:host-key"].as_str().unwrap();
-        let words = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        assert_eq!(words(&public), words(pinned), "{ip}");
+        let public = words(&std::fs::read_to_string(etc_ssh.join("ssh_host_ed25519_key.pub")).unwrap());
+        let user_data = i["user_data"].as_str().unwrap();
+        let booted_with = words(
+            user_data
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("ed25519_public: "))
+                .unwrap(),
+        );
+        assert_ne!(public, booted_with, "{ip} still has the user data's key");
+        assert!(known.contains(&format!("{ip} {public} {id}\n")), "{ip}: {known}");
+        let tag = retagged["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap()["tags"]["agent:host-key"]
+            .clone();
+        assert_eq!(words(tag.as_str().unwrap()), public, "the tag follows the rotation");
+        // OpenSSH agrees: the user data's key fails to authenticate the host, the pinned one does.
+        let old = state.path().join("user-data.known_hosts");
+        std::fs::write(&old, format!("{ip} {booted_with}\n")).unwrap();
+        let ssh = |known_hosts: &Path| {
+            Command::new("ssh")
+                .args([
+                    "-F",
+                    "/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                ])
+                .args(["-o", "ConnectTimeout=10", "-o", "HostKeyAlgorithms=ssh-ed25519"])
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+                .arg("-i")
+                .arg(fleet.key())
+                .arg(format!("ubuntu@{ip}"))
+                .arg("true")
+                .output()
+                .unwrap()
+        };
+        let out = ssh(&old);
+        assert!(
+            !out.status.success(),
+            "{ip}: the user data's key still authenticates it"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+            "{ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = ssh(&known_path);
+        assert!(out.status.success(), "{ip}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let hostkey_steps = |stdout: &str, status: &str| {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "step" && e["stage"] == "hostkey" && e["status"] == status)
+            .count()
+    };
+    assert_eq!(hostkey_steps(&r.stdout, "changed"), 9, "{}", r.stdout);
+    // Every create was not found once right after it, as AWS answers; the deploy retried.
+    let answers = moto.not_found_answers();
+    for (code, n) in [
+        ("InvalidGroup.NotFound", 3),
+        ("InvalidInstanceID.NotFound", 1),
+        ("TargetGroupNotFound", 2),
+        ("LoadBalancerNotFound", 1),
+    ] {
+        assert_eq!(
+            answers.iter().filter(|a| a.starts_with(code)).count(),
+            n,
+            "{code}: {answers:#?}"
+        );
     }
 
     // A second deploy creates nothing and changes nothing.
@@ -332,11 +410,86 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
         "{}",
         r.stdout
     );
+    assert_eq!(hostkey_steps(&r.stdout, "unchanged"), 9, "{}", r.stdout);
 
-    // An instance without a host key from agent (launched by hand, tagged later) is refused
-    // unless the operator asks for trust on first use.
+    // Pins come from this machine's known_hosts: a tag anyone in the account can change
+    // does not move them.
     let id = instances[0]["id"].as_str().unwrap();
+    let ip0 = instances[0]["private_ip"].as_str().unwrap();
+    let forged = lab_key(state.path()).with_extension("pem.pub");
+    let forged = words(&std::fs::read_to_string(forged).unwrap());
+    moto.fixture(&["tag", id, "--key", "agent:host-key", "--value", &forged]);
+    let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let sorted = |text: &str| {
+        let mut l: Vec<String> = text.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(
+        sorted(&std::fs::read_to_string(&known_path).unwrap()),
+        sorted(&known),
+        "pins unchanged"
+    );
+    let tags = moto.resources("clusters");
+    let tag = &tags["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id)
+        .unwrap()["tags"]["agent:host-key"];
+    assert_ne!(
+        words(tag.as_str().unwrap()),
+        forged,
+        "the deploy put the pinned key back in the tag"
+    );
+    // Without a record here (another machine), the tag seeds one, and the output says so:
+    // a forged tag then gives a key the host does not have.
+    moto.fixture(&["tag", id, "--key", "agent:host-key", "--value", &forged]);
+    let without = |text: &str, id: &str| -> String {
+        text.lines()
+            .filter(|l| !l.ends_with(&format!(" {id}")))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    std::fs::write(&known_path, without(&known, id)).unwrap();
+    let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);
+    assert_ne!(
+        r.code, 0,
+        "a forged tag seeds a key the host does not have: {}\n{}",
+        r.stdout, r.stderr
+    );
+    assert!(r.stdout.contains(&format!("host key of {id} (")), "{}", r.stdout);
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains(&format!("host key of {ip0} changed")),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let current = known.lines().find(|l| l.ends_with(&format!(" {id}"))).unwrap();
+    moto.fixture(&[
+        "tag",
+        id,
+        "--key",
+        "agent:host-key",
+        "--value",
+        &words(&current[ip0.len() + 1..]),
+    ]);
+    std::fs::write(&known_path, without(&known, id)).unwrap();
+    let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!("host key of {id} (")) && r.stdout.contains("taken from its agent:host-key tag"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&known_path).unwrap().lines().count(), 9);
+
+    // An instance with no host key from agent (launched by hand, tagged later) is refused
+    // unless the operator asks for trust on first use.
     moto.fixture(&["untag", id, "--key", "agent:host-key"]);
+    let known = std::fs::read_to_string(&known_path).unwrap();
+    std::fs::write(&known_path, without(&known, id)).unwrap();
     let r = deploy_booting(deploy(), &fleet, &moto, "clusters", &mut booted);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -360,14 +513,10 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
         "{}",
         s.stdout
     );
-    // moto's console is an old Xen boot log: no host key block to compare yet.
-    assert_eq!(s.stdout.matches("(console: not posted)").count(), 8, "{}", s.stdout);
-    assert_eq!(
-        s.stdout.matches("host key none generated by agent").count(),
-        1,
-        "{}",
-        s.stdout
-    );
+    // The key shown is the one pinned here (for the instance launched "by hand", the one it
+    // presented at first contact); moto's console is an old Xen boot log, with no host key
+    // block to compare it with.
+    assert_eq!(s.stdout.matches("(console: not posted)").count(), 9, "{}", s.stdout);
 
     // Terminate leaves nothing, forgets the host keys and the record; again: nothing to do.
     let t = terminate(state.path(), &moto, "clusters");
@@ -402,6 +551,9 @@ fn interrupted_at_every_step_then_terminated_leaves_nothing() {
     let interrupt_then_terminate = |spec: &str, n: usize, last: usize| {
         let mut c = deploy_cmd(state.path(), &moto, spec, &key, &net.subnet_a, false);
         c.arg("--programs").arg(&programs);
+        if spec == "inference" {
+            c.arg("--detailed-monitoring");
+        }
         let (r, created) = interrupt_after(c, n);
         assert!(created == n, "run {n}: {}\n{}", r.stdout, r.stderr);
         let stopped_later = n == last && r.code == 1 && r.stderr.contains("has no public DNS name");
@@ -443,6 +595,9 @@ fn interrupted_at_every_step_then_terminated_leaves_nothing() {
                 .map(|i| i["instance_type"].as_str().unwrap())
                 .collect();
             assert_eq!(types, ["t2.large"; 5]);
+            for i in found["instances"].as_array().unwrap() {
+                assert_eq!(i["monitoring"], "enabled", "--detailed-monitoring: {i:#}");
+            }
         }
     }
     // clusters: 1 key pair + 3 groups + 9 instances, then the load balancer, 2 target groups,
@@ -583,6 +738,70 @@ fn bad_input_gets_one_line_and_creates_nothing() {
     c.arg("--programs").arg(state.path().join("no-programs-here"));
     one_line(&run(c), "no AWS region: pass --region");
 
+    // No credentials anywhere (not even the metadata service, which the chain tries last):
+    // one short line saying where agent looked, at once.
+    let mut c = deploy_cmd(state.path(), &moto, "clusters", &key, &net.subnet_a, false);
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        c.env_remove(k);
+    }
+    c.arg("--programs").arg(state.path().join("no-programs-here"));
+    let r = run(c);
+    one_line(&r, "no AWS credentials: agent looked in AWS_ACCESS_KEY_ID");
+    assert!(
+        r.stderr.contains("aws-credentials"),
+        "names the file it read: {}",
+        r.stderr
+    );
+    assert!(r.stderr.len() < 400, "{} characters: {}", r.stderr.len(), r.stderr);
+
+    // Outside the Learner Lab's regions and sizes its policy denies every call explicitly:
+    // the hint says what the lab allows, without the kilobytes of encoded policy message.
+    let deny = FaultProxy::launch(&moto.endpoint, &["--fail", "0", "--deny", "*"]);
+    let mut c = aws_agent(state.path(), &moto, Some(&deny.endpoint));
+    c.args(["deploy", "inference", "--ssh-cidr", "10.0.0.0/8"]);
+    c.arg("--key").arg(&key).arg("--programs").arg(&programs);
+    let r = run(c);
+    one_line(&r, "AWS denies it explicitly (UnauthorizedOperation");
+    assert!(
+        r.stderr
+            .contains("Learner Lab allows only regions us-east-1 and us-west-2"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.len() < 700, "{} characters: {}", r.stderr.len(), r.stderr);
+
+    // Nine instances already run (Lab 1's): the Learner Lab would terminate what agent adds,
+    // so the deploy is refused before anything is created.
+    moto.python(&format!(
+        "import boto3; boto3.client('ec2', region_name='us-east-1').run_instances(ImageId='{LATEST_NOBLE_AMD64}', InstanceType='t2.micro', MinCount=9, MaxCount=9)"
+    ));
+    let mut c = deploy_cmd(state.path(), &moto, "inference", &key, &net.subnet_a, false);
+    c.arg("--programs").arg(&programs);
+    let r = run(c);
+    one_line(
+        &r,
+        "us-east-1 would run 14 instances, over the limit of 9 (the Learner Lab's",
+    );
+    assert!(
+        r.stderr
+            .contains("9 other instances (9 vCPUs) are pending or running, and inference needs 5 (10 vCPUs)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(moto.resources("inference")["count"], 0);
+    // vCPUs count too: 9 + 5 instances fit under 20, not 19 vCPUs.
+    let mut c = deploy_cmd(state.path(), &moto, "inference", &key, &net.subnet_a, false);
+    c.arg("--programs")
+        .arg(&programs)
+        .args(["--max-instances", "20", "--max-vcpus", "18"]);
+    one_line(&run(c), "us-east-1 would run 19 vCPUs, over the limit of 18:");
+    assert_eq!(moto.resources("inference")["count"], 0);
+
     // The lab session ended: AWS refuses the credentials.
     let expired = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let mut c = aws_agent(state.path(), &expired, None);
@@ -658,22 +877,26 @@ fn metrics_are_the_series_the_course_graphs_need() {
     // The real dimension forms, taken from the ARNs.
     assert!(lb.starts_with("app/labm/"), "{lb}");
     assert!(tg1.starts_with("targetgroup/labm-cluster1/"), "{tg1}");
-    // Two points in the first minute: CPU is their average, counts and bytes their sum.
-    assert_eq!(
-        find("CPUUtilization", &[("InstanceId", i1)]),
-        (
-            "Average".into(),
-            format!("cluster1-0 ({i1})"),
-            vec![(0, 30.0), (60, 50.0)]
-        )
-    );
+    // cluster1's instance has basic monitoring: one point per 5 minutes, CPU the average of
+    // the three seeded (20, 40, 50), bytes their sum. Never shown as a minute's.
+    let (stat, label, cpu) = find("CPUUtilization", &[("InstanceId", i1)]);
+    assert_eq!((stat.as_str(), label), ("Average", format!("cluster1-0 ({i1})")));
+    assert_eq!(cpu.len(), 1, "{cpu:?}");
+    assert_eq!(cpu[0].0, 0);
+    assert!((cpu[0].1 - 110.0 / 3.0).abs() < 1e-9, "{cpu:?}");
     assert_eq!(
         find("NetworkOut", &[("InstanceId", i1)]),
-        (
-            "Sum".into(),
-            format!("cluster1-0 ({i1})"),
-            vec![(0, 4000.0), (60, 500.0)]
-        )
+        ("Sum".into(), format!("cluster1-0 ({i1})"), vec![(0, 4500.0)])
+    );
+    // cluster2's has detailed monitoring: points per minute (two in the first: 21 and 41).
+    let i2 = seed["instances"]["cluster2"].as_str().unwrap();
+    assert_eq!(
+        find("CPUUtilization", &[("InstanceId", i2)]).2,
+        vec![(0, 31.0), (60, 50.0)]
+    );
+    assert_eq!(
+        find("NetworkOut", &[("InstanceId", i2)]).2,
+        vec![(0, 4001.0), (60, 500.0)]
     );
     // The load balancer's count: the decoy under the full ARN (1000) is not in it.
     assert_eq!(
@@ -735,10 +958,7 @@ fn metrics_are_the_series_the_course_graphs_need() {
 
     // The bench on EC2: instances per role from AWS by tag, then the metrics of its window.
     // The balancer is a stand-in on loopback answering as the seeded instances would.
-    let (i2, bench) = (
-        seed["instances"]["cluster2"].as_str().unwrap(),
-        state.path().join("bench"),
-    );
+    let bench = state.path().join("bench");
     let (mut lb_child, lb_url) = web_stand_in(&[("/cluster1", i1), ("/cluster2", i2)]);
     let mut c = aws_agent(state.path(), &moto, None);
     c.args([

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An HTTP proxy in front of the AWS emulator: as strict as AWS, and able to fake errors.
 
-  aws_fault_proxy.py --upstream http://127.0.0.1:PORT [--fail N] [--strict]
+  aws_fault_proxy.py --upstream http://127.0.0.1:PORT [--fail N] [--strict] [--eventual]
+                     [--deny ACTION]...
 
 Listens on 127.0.0.1 (a free port, printed on the first line of stdout once
 listening) and forwards every request unchanged (method, path, headers, body) to
@@ -13,7 +14,15 @@ the upstream, except:
   service model (botocore's JSON models: pattern, min and max length, enum,
   range of each parameter), which moto does not check; a request that breaks one
   gets AWS's answer instead (EC2: 400 InvalidParameterValue; ELB, CloudWatch:
-  400 ValidationError; SSM: ValidationException).
+  400 ValidationError; SSM: ValidationException);
+- with --eventual, AWS's eventual consistency: each instance, security group,
+  target group and load balancer a create made is not found once, by the first
+  later request of agent's (the Rust SDK's) that names it (EC2:
+  InvalidInstanceID.NotFound, InvalidGroup.NotFound; ELB: TargetGroupNotFound,
+  LoadBalancerNotFound), as AWS answers right after a create;
+- with --deny ACTION (or '*' for every action), what an explicit deny in a
+  policy answers, as the Learner Lab's does outside its regions and sizes (EC2:
+  403 UnauthorizedOperation; the others: 403 AccessDenied).
 Each faked failure and each violation is logged to stderr, one line each.
 Needs botocore and regex (for the models' \\p{L} classes): run it with moto's venv.
 """
@@ -40,7 +49,20 @@ class State:
     left = 0
     faked = 0
     strict = None
+    # --eventual: ids a create returned that no request has named yet -> (service, code, message).
+    eventual = False
+    fresh = {}
+    deny = set()
     lock = threading.Lock()
+
+
+# Create action -> (pattern of the new ids in its answer, service, NotFound code, message).
+CREATES = {
+    "RunInstances": (r"<instanceId>(i-[0-9a-f]+)</instanceId>", "ec2", "InvalidInstanceID.NotFound", "The instance ID '{id}' does not exist"),
+    "CreateSecurityGroup": (r"<groupId>(sg-[0-9a-f]+)</groupId>", "ec2", "InvalidGroup.NotFound", "The security group '{id}' does not exist"),
+    "CreateTargetGroup": (r"<TargetGroupArn>([^<]+)</TargetGroupArn>", "elb", "TargetGroupNotFound", "One or more target groups not found"),
+    "CreateLoadBalancer": (r"<LoadBalancerArn>([^<]+)</LoadBalancerArn>", "elb", "LoadBalancerNotFound", "One or more load balancers not found"),
+}
 
 
 class Strict:
@@ -224,6 +246,78 @@ class Proxy(BaseHTTPRequestHandler):
         print(f"aws_fault_proxy: faked DependencyViolation #{n} for DeleteSecurityGroup {group}", file=sys.stderr, flush=True)
         return ERROR.format(group=group, request_id=uuid.uuid4()).encode()
 
+    def denied(self, body):
+        """--deny: an explicit deny's answer, for the actions named."""
+        if not State.deny:
+            return None
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        action = (form.get("Action") or [None])[0] or self.headers.get("X-Amz-Target", "").split(".")[-1]
+        if not action or ("*" not in State.deny and action not in State.deny):
+            return None
+        ec2 = "/ec2/" in self.headers.get("Authorization", "")
+        code = "UnauthorizedOperation" if ec2 else "AccessDenied"
+        message = (
+            "You are not authorized to perform this operation. User: arn:aws:sts::123456789012:assumed-role/voclabs/user0 "
+            f"is not authorized to perform: {'ec2' if ec2 else 'elasticloadbalancing'}:{action} with an explicit deny in a "
+            "service control policy. Encoded authorization failure message: " + "Qk9HVVM" * 200
+        )
+        print(f"aws_fault_proxy: denied {action}", file=sys.stderr, flush=True)
+        rid = uuid.uuid4()
+        if ec2:
+            return (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+                f"<Message>{message}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+            ).encode()
+        return (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+            f"<Message>{message}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+        ).encode()
+
+    def not_yet(self, body):
+        """--eventual: AWS's NotFound for a request of agent's that names a resource just created."""
+        agent = self.headers.get("User-Agent", "") + self.headers.get("X-Amz-User-Agent", "")
+        if not State.eventual or "aws-sdk-rust" not in agent:
+            return None
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        action = (form.get("Action") or [None])[0]
+        if action in CREATES:
+            return None
+        values = {v for k, vs in form.items() for v in vs}
+        with State.lock:
+            named = [i for i in State.fresh if i in values]
+            if not named:
+                return None
+            gone = [(i, State.fresh.pop(i)) for i in named]
+        i, (service, code, message) = gone[0]
+        print(f"aws_fault_proxy: eventual: {code} for {action} {' '.join(n for n, _ in gone)}", file=sys.stderr, flush=True)
+        rid = uuid.uuid4()
+        if service == "ec2":
+            text = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+                f"<Message>{message.format(id=i)}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+            )
+        else:
+            text = (
+                f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+                f"<Message>{message}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+            )
+        return text.encode()
+
+    def created(self, body, status, data):
+        """--eventual: remembers the ids a successful create returned."""
+        if not State.eventual or status != 200:
+            return
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        found = CREATES.get((form.get("Action") or [None])[0])
+        if found is None:
+            return
+        pattern, service, code, message = found
+        import re
+
+        with State.lock:
+            for i in re.findall(pattern, data.decode("utf-8", "replace")):
+                State.fresh[i] = (service, code, message)
+
     def reply(self, status, headers, body):
         self.send_response_only(status)
         for k, v in headers:
@@ -269,6 +363,14 @@ class Proxy(BaseHTTPRequestHandler):
             if verdict is not None and verdict[2]:
                 self.refuse(*verdict)
                 return
+        refused = self.denied(body)
+        if refused is not None:
+            self.reply(403, [("Content-Type", "text/xml;charset=UTF-8")], refused)
+            return
+        absent = self.not_yet(body)
+        if absent is not None:
+            self.reply(400, [("Content-Type", "text/xml;charset=UTF-8")], absent)
+            return
         u = State.upstream
         conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=120)
         try:
@@ -281,6 +383,7 @@ class Proxy(BaseHTTPRequestHandler):
             conn.endheaders(body)
             r = conn.getresponse()
             data = r.read()
+            self.created(body, r.status, data)
             self.reply(r.status, r.getheaders(), data)
         except OSError as e:
             self.reply(502, [("Content-Type", "text/plain")], f"aws_fault_proxy: upstream: {e}\n".encode())
@@ -298,7 +401,11 @@ def main():
     p.add_argument("--upstream", required=True, help="http://HOST:PORT of the emulator")
     p.add_argument("--fail", type=int, default=1, help="how many DeleteSecurityGroup calls to fail (default 1)")
     p.add_argument("--strict", action="store_true", help="refuse what AWS's service models refuse")
+    p.add_argument("--eventual", action="store_true", help="answer NotFound once for what was just created")
+    p.add_argument("--deny", action="append", default=[], metavar="ACTION", help="answer an explicit deny to ACTION ('*': all)")
     a = p.parse_args()
+    State.eventual = a.eventual
+    State.deny = set(a.deny)
     if a.strict:
         State.strict = Strict()
     State.upstream = urllib.parse.urlsplit(a.upstream)

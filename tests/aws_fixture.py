@@ -11,10 +11,11 @@ environment, endpoint from --endpoint (default $AWS_ENDPOINT_URL).  Prints JSON.
   create-sg --vpc ID --name N [--deployment NAME]     a security group (for fixture tests)
   delete-sg ID                   {"deleted": true} or {"error": {"code", "message"}}
   metrics-seed --deployment NAME --start UNIX
-                                 a tagged deployment (2 instances, an ALB, 2 target groups)
-                                 and CloudWatch data in the two minutes from START: two points
-                                 per minute where Sum and Average differ, plus a decoy with
-                                 the ALB's full ARN as dimension (the wrong form)
+                                 a tagged deployment (2 instances, cluster2's with detailed
+                                 monitoring; an ALB, 2 target groups) and CloudWatch data in
+                                 the two minutes from START: two points per minute where Sum
+                                 and Average differ, plus a decoy with the ALB's full ARN as
+                                 dimension (the wrong form)
 """
 
 import argparse
@@ -140,6 +141,8 @@ def cmd_resources(a, ec2, elb):
                     "tags": tags_dict(i.get("Tags")),
                     "security_groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
                     "user_data": base64.b64decode(ud).decode("utf-8", "replace") if ud else None,
+                    "metadata_options": {k: v for k, v in i.get("MetadataOptions", {}).items() if k != "State"},
+                    "monitoring": i.get("Monitoring", {}).get("State"),
                 }
             )
 
@@ -278,6 +281,7 @@ def cmd_metrics_seed(a, ec2, elb):
     for role in ("cluster1", "cluster2"):
         i = ec2.run_instances(
             ImageId=image, MinCount=1, MaxCount=1, InstanceType="t2.micro", SubnetId=net["subnet_a"],
+            Monitoring={"Enabled": role == "cluster2"},
             TagSpecifications=[{"ResourceType": "instance", "Tags": tags(role) + [{"Key": "Name", "Value": f"{dep}-{role}-0"}]}],
         )["Instances"][0]["InstanceId"]
         instances[role] = i
@@ -314,6 +318,11 @@ def cmd_untag(a, ec2, _elb):
     return {"untagged": a.id}
 
 
+def cmd_tag(a, ec2, _elb):
+    ec2.create_tags(Resources=[a.id], Tags=[{"Key": a.key, "Value": a.value}])
+    return {"tagged": a.id}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL"))
@@ -343,6 +352,11 @@ def main():
     s.add_argument("id")
     s.add_argument("--key", required=True)
     s.set_defaults(fn=cmd_untag)
+    s = sub.add_parser("tag")
+    s.add_argument("id")
+    s.add_argument("--key", required=True)
+    s.add_argument("--value", required=True)
+    s.set_defaults(fn=cmd_tag)
     a = p.parse_args()
     if a.cmd == "amis":
         ec2 = elb = None

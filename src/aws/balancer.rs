@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch::Launched;
 use super::resource::{self, Kind, TAG_DEPLOYMENT};
-use super::{Aws, AwsError, Call};
+use super::{Aws, AwsError, Call, settled};
 use super::{Progress, interrupted};
 use crate::event::{CloudEvent, ResourceAction};
 use crate::spec::Spec;
@@ -167,23 +167,21 @@ pub async fn ensure(
                     .build()
             })
             .collect();
-        aws.elb
-            .register_targets()
-            .target_group_arn(&arn)
-            .set_targets(Some(targets))
-            .send()
-            .await
-            .during(|| format!("register the {} instances in {tg_name}", route.role))?;
+        settled(|| {
+            aws.elb
+                .register_targets()
+                .target_group_arn(&arn)
+                .set_targets(Some(targets.clone()))
+                .send()
+        })
+        .await
+        .during(|| format!("register the {} instances in {tg_name}", route.role))?;
         target_groups.insert(route.role.clone(), arn);
     }
 
     // The listener: anything no rule matches gets a fixed 404.
     interrupted(cancel)?;
-    let listeners = aws
-        .elb
-        .describe_listeners()
-        .load_balancer_arn(&lb_arn)
-        .send()
+    let listeners = settled(|| aws.elb.describe_listeners().load_balancer_arn(&lb_arn).send())
         .await
         .during(|| format!("list the listeners of {name}"))?;
     let port = i32::from(b.port);
@@ -207,15 +205,15 @@ pub async fn ensure(
                         .build(),
                 )
                 .build();
-            let out = aws
+            let request = aws
                 .elb
                 .create_listener()
                 .load_balancer_arn(&lb_arn)
                 .protocol(ProtocolEnum::Http)
                 .port(port)
                 .default_actions(not_found)
-                .set_tags(Some(tags(None, &listener_name)))
-                .send()
+                .set_tags(Some(tags(None, &listener_name)));
+            let out = settled(|| request.clone().send())
                 .await
                 .during(|| format!("create the listener on port {}", b.port))?;
             let arn = out
@@ -259,12 +257,13 @@ pub async fn ensure(
         match rules.rules().iter().find(|r| r.priority() == Some(priority.as_str())) {
             Some(r) => {
                 let arn = r.rule_arn().unwrap_or_default().to_owned();
-                aws.elb
+                let request = aws
+                    .elb
                     .modify_rule()
                     .rule_arn(&arn)
                     .conditions(condition)
-                    .actions(forward)
-                    .send()
+                    .actions(forward);
+                settled(|| request.clone().send())
                     .await
                     .during(|| format!("update rule {rule_name}"))?;
                 progress
@@ -272,15 +271,15 @@ pub async fn ensure(
                     .await?;
             }
             None => {
-                let out = aws
+                let request = aws
                     .elb
                     .create_rule()
                     .listener_arn(&listener)
                     .priority(i as i32 + 1)
                     .conditions(condition)
                     .actions(forward)
-                    .set_tags(Some(tags(None, &rule_name)))
-                    .send()
+                    .set_tags(Some(tags(None, &rule_name)));
+                let out = settled(|| request.clone().send())
                     .await
                     .during(|| format!("create rule {rule_name}"))?;
                 let arn = out.rules().first().and_then(|r| r.rule_arn()).unwrap_or_default();
@@ -346,11 +345,7 @@ pub struct TargetHealth {
 }
 
 pub async fn target_health(aws: &Aws, arn: &str, label: &str) -> Result<TargetHealth, AwsError> {
-    let out = aws
-        .elb
-        .describe_target_health()
-        .target_group_arn(arn)
-        .send()
+    let out = settled(|| aws.elb.describe_target_health().target_group_arn(arn).send())
         .await
         .during(|| format!("check the health of the {label} targets"))?;
     let all = out.target_health_descriptions();
@@ -384,11 +379,7 @@ pub async fn wait_healthy(
     let deadline = tokio::time::Instant::now() + timeout;
     let unhealthy = std::cell::RefCell::new(Vec::<String>::new());
     let done = super::poll(Duration::from_secs(5), deadline, cancel, || async {
-        let lbs = aws
-            .elb
-            .describe_load_balancers()
-            .load_balancer_arns(&alb.arn)
-            .send()
+        let lbs = settled(|| aws.elb.describe_load_balancers().load_balancer_arns(&alb.arn).send())
             .await
             .during(|| "check the load balancer's state".into())?;
         let active = lbs

@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use aws_sdk_ec2::types::{InstanceStateName, InstanceType, IpPermission, IpRange, ResourceType, UserIdGroupPair};
+use aws_sdk_ec2::types::{
+    HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    IpPermission, IpRange, ResourceType, RunInstancesMonitoringEnabled, UserIdGroupPair,
+};
 use russh::keys::PublicKey;
 use tokio_util::sync::CancellationToken;
 
 use super::network::{self, GroupPlan, Peer};
 use super::resource::{self, Kind, TAG_DEPLOYMENT, TAG_HOST_KEY, TAG_ROLE, filter, tag};
-use super::{Aws, AwsError, Call, Progress, interrupted};
+use super::{Aws, AwsError, Call, Progress, interrupted, settled};
 use crate::cloud_init::HostKey;
 use crate::event::{CloudEvent, ResourceAction};
 use crate::spec::Spec;
@@ -38,6 +41,24 @@ pub struct LaunchSettings {
     /// Instances go here (its VPC is the deployment's); default: the default VPC.
     pub subnet: Option<String>,
     pub timeout: Duration,
+    pub limits: Limits,
+    /// 1-minute CloudWatch metrics (`Monitoring.Enabled`) instead of 5-minute ones.
+    pub detailed_monitoring: bool,
+}
+
+/// The most instances, and vCPUs, the region may run at once (pending and running, every
+/// deployment's). AWS Academy's Learner Lab terminates instances past 9, or past 32 vCPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub instances: u32,
+    pub vcpus: u32,
+}
+
+impl Limits {
+    pub const LEARNER_LAB: Limits = Limits {
+        instances: 9,
+        vcpus: 32,
+    };
 }
 
 /// What a launch produced, for the SSH deploy and the load balancer.
@@ -76,7 +97,8 @@ pub async fn launch(
 ) -> anyhow::Result<Launched> {
     // Checks first: nothing is created until every input is known to be good.
     let image = image(aws, s.ami.as_deref()).await?;
-    check_instance_types(aws, &s.spec).await?;
+    let mut vcpus = instance_types(aws, &s.spec).await?;
+    check_limits(aws, s, &mut vcpus).await?;
     let (vpc, vpc_cidr, instance_subnet, subnets) = network(aws, s.subnet.as_deref()).await?;
     let mut role_subnets = BTreeMap::new();
     for (name, role) in &s.spec.roles {
@@ -185,7 +207,9 @@ fn newest(images: &[aws_sdk_ec2::types::Image]) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn check_instance_types(aws: &Aws, spec: &Spec) -> anyhow::Result<()> {
+/// Checks that the region offers the spec's instance types; their vCPUs by type.
+async fn instance_types(aws: &Aws, spec: &Spec) -> anyhow::Result<BTreeMap<String, u32>> {
+    let mut vcpus = BTreeMap::new();
     let mut types: Vec<&str> = spec.roles.values().map(|r| r.instance_type.as_str()).collect();
     types.sort();
     types.dedup();
@@ -210,8 +234,10 @@ async fn check_instance_types(aws: &Aws, spec: &Spec) -> anyhow::Result<()> {
             )
         };
         match found {
-            Ok(out) if out.instance_types().is_empty() => return Err(bad()),
-            Ok(_) => {}
+            Ok(out) => {
+                let info = out.instance_types().first().ok_or_else(bad)?;
+                vcpus.insert(t.to_owned(), default_vcpus(info));
+            }
             Err(e)
                 if e.code()
                     .is_some_and(|c| c.starts_with("InvalidInstanceType") || c == "InvalidParameterValue") =>
@@ -221,7 +247,97 @@ async fn check_instance_types(aws: &Aws, spec: &Spec) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(vcpus)
+}
+
+fn default_vcpus(info: &aws_sdk_ec2::types::InstanceTypeInfo) -> u32 {
+    let n = info.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(1);
+    u32::try_from(n).unwrap_or(1)
+}
+
+/// What the region would run once this deployment runs: every other pending or running
+/// instance (any deployment's, or none's) plus the spec's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub others: u32,
+    pub other_vcpus: u32,
+    pub spec: u32,
+    pub spec_vcpus: u32,
+}
+
+impl Usage {
+    /// One line naming the limit passed, or `None` within both.
+    pub fn refusal(&self, limits: Limits, deployment: &str, region: &str) -> Option<String> {
+        let (n, v) = (self.others + self.spec, self.other_vcpus + self.spec_vcpus);
+        let what = if n > limits.instances {
+            format!("{n} instances, over the limit of {}", limits.instances)
+        } else if v > limits.vcpus {
+            format!("{v} vCPUs, over the limit of {}", limits.vcpus)
+        } else {
+            return None;
+        };
+        let lab = if limits == Limits::LEARNER_LAB {
+            " (the Learner Lab's: past it, the lab terminates instances)"
+        } else {
+            ""
+        };
+        Some(format!(
+            "{region} would run {what}{lab}: {} other instances ({} vCPUs) are pending or running, and {deployment} needs {} ({} vCPUs); agent terminate a deployment you no longer need, or on an account with higher limits pass --max-instances/--max-vcpus",
+            self.others, self.other_vcpus, self.spec, self.spec_vcpus
+        ))
+    }
+}
+
+/// Refuses, before anything is created, a launch that would take the region past `limits`.
+async fn check_limits(aws: &Aws, s: &LaunchSettings, vcpus: &mut BTreeMap<String, u32>) -> anyhow::Result<()> {
+    let mut others: Vec<String> = Vec::new();
+    let mut pages = aws
+        .ec2
+        .describe_instances()
+        .filters(filter("instance-state-name", &["pending", "running"]))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.during(|| format!("count the instances running in {}", aws.region))?;
+        for i in page.reservations().iter().flat_map(|r| r.instances()) {
+            // This deployment's own instances are counted as the spec's.
+            if tag(i.tags(), TAG_DEPLOYMENT) != Some(s.deployment.as_str()) {
+                others.push(i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default());
+            }
+        }
+    }
+    let unknown: Vec<String> = others
+        .iter()
+        .filter(|t| !t.is_empty() && !vcpus.contains_key(*t))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !unknown.is_empty() {
+        let out = aws
+            .ec2
+            .describe_instance_types()
+            .set_instance_types(Some(unknown.iter().map(|t| InstanceType::from(t.as_str())).collect()))
+            .send()
+            .await
+            .during(|| format!("look up the vCPUs of {}", unknown.join(", ")))?;
+        for info in out.instance_types() {
+            if let Some(t) = info.instance_type() {
+                vcpus.insert(t.as_str().to_owned(), default_vcpus(info));
+            }
+        }
+    }
+    let of = |t: &str| vcpus.get(t).copied().unwrap_or(1);
+    let usage = Usage {
+        others: others.len() as u32,
+        other_vcpus: others.iter().map(|t| of(t)).sum(),
+        spec: s.spec.roles.values().map(|r| r.count).sum(),
+        spec_vcpus: s.spec.roles.values().map(|r| r.count * of(&r.instance_type)).sum(),
+    };
+    match usage.refusal(s.limits, &s.deployment, &aws.region) {
+        Some(line) => bail!(line),
+        None => Ok(()),
+    }
 }
 
 /// (vpc, its CIDR, the instances' subnet, one subnet per zone of the VPC).
@@ -436,14 +552,16 @@ async fn security_groups(
                 Peer::Cidr(c) => p.ip_ranges(IpRange::builder().cidr_ip(c).build()),
                 Peer::Group(role) => p.user_id_group_pairs(UserIdGroupPair::builder().group_id(&ids[role]).build()),
             };
-            let r = aws
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(&ids[&g.role])
-                .ip_permissions(p.build())
-                .send()
-                .await
-                .during(|| format!("open port {} of {}", rule.port, g.name));
+            let permission = p.build();
+            let r = settled(|| {
+                aws.ec2
+                    .authorize_security_group_ingress()
+                    .group_id(&ids[&g.role])
+                    .ip_permissions(permission.clone())
+                    .send()
+            })
+            .await
+            .during(|| format!("open port {} of {}", rule.port, g.name));
             match r {
                 Err(e) if e.code() != Some("InvalidPermission.Duplicate") => return Err(e.into()),
                 _ => {}
@@ -511,7 +629,7 @@ async fn instances(
                 .context("cannot generate a host key (/dev/urandom)")?;
             let mut tags = resource::tags(&s.deployment, Some(role_name), &tag_name);
             tags.push((TAG_HOST_KEY, key.public_line()));
-            let out = aws
+            let request = aws
                 .ec2
                 .run_instances()
                 .image_id(image)
@@ -526,7 +644,14 @@ async fn instances(
                 ))
                 .tag_specifications(resource::ec2_tags(ResourceType::Instance, &tags))
                 .tag_specifications(resource::ec2_tags(ResourceType::Volume, &tags[..3]))
-                .send()
+                .metadata_options(metadata_options())
+                .monitoring(
+                    RunInstancesMonitoringEnabled::builder()
+                        .enabled(s.detailed_monitoring)
+                        .build(),
+                );
+            // (the security group may be this run's, not yet visible to EC2's launch path)
+            let out = settled(|| request.clone().send())
                 .await
                 .during(|| format!("launch {tag_name} ({}, {image})", role.instance_type))?;
             let id = out
@@ -538,6 +663,7 @@ async fn instances(
             progress
                 .resource(ResourceAction::Created, Kind::Instance, &id, &tag_name)
                 .await?;
+            progress.host_key(&id, &key.public())?;
             ids.push(id);
         }
     }
@@ -555,6 +681,49 @@ async fn instances(
     Ok(ids)
 }
 
+/// Brings each instance's `agent:host-key` tag up to the key pinned for it after a
+/// rotation, so that a machine without this one's known_hosts seeds the right key. The tag
+/// is a convenience, never trusted over the local record: a failure here is only reported.
+pub async fn retag_host_keys(
+    aws: &Aws,
+    launched: &Launched,
+    known_hosts: &crate::ssh::known_hosts::KnownHosts,
+    progress: &Progress<'_>,
+) {
+    for i in &launched.instances {
+        let on_file = known_hosts.labelled(&i.id).unwrap_or_default();
+        let [pinned] = on_file.as_slice() else {
+            continue;
+        };
+        if i.host_key.as_ref().is_some_and(|k| k.key_data() == pinned.key_data()) {
+            continue;
+        }
+        let Ok(line) = pinned.to_openssh() else { continue };
+        let tagged = aws
+            .ec2
+            .create_tags()
+            .resources(&i.id)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(TAG_HOST_KEY).value(line).build())
+            .send()
+            .await
+            .during(|| format!("tag {} with its new host key", i.id));
+        if let Err(e) = tagged {
+            progress.notice(format!("warning: {e}")).await;
+        }
+    }
+}
+
+/// The metadata service answers only IMDSv2 (a session token fetched with PUT), and only
+/// one network hop away: a container or proxy on the instance cannot reach it for another
+/// caller, and a request forged through the app (SSRF) cannot fetch the token.
+fn metadata_options() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_tokens(HttpTokensState::Required)
+        .http_put_response_hop_limit(1)
+        .build()
+}
+
 /// Waits until every instance runs, reporting progress; bounded by `timeout`.
 async fn wait_running(
     aws: &Aws,
@@ -566,11 +735,7 @@ async fn wait_running(
     let deadline = tokio::time::Instant::now() + timeout;
     let not_running = std::cell::RefCell::new(Vec::new());
     let done = super::poll(Duration::from_secs(2), deadline, cancel, || async {
-        let out = aws
-            .ec2
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
+        let out = settled(|| aws.ec2.describe_instances().set_instance_ids(Some(ids.to_vec())).send())
             .await
             .during(|| "check the instances' state".into())?;
         let all: Vec<aws_sdk_ec2::types::Instance> = out
@@ -626,5 +791,45 @@ pub fn describe(i: &aws_sdk_ec2::types::Instance) -> Instance {
         private_ip: i.private_ip_address().filter(|a| !a.is_empty()).map(str::to_owned),
         public_dns: i.public_dns_name().filter(|a| !a.is_empty()).map(str::to_owned),
         host_key: tag(i.tags(), TAG_HOST_KEY).and_then(|k| PublicKey::from_openssh(k).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_name_what_passes_them() {
+        let usage = Usage {
+            others: 9,
+            other_vcpus: 9,
+            spec: 5,
+            spec_vcpus: 10,
+        };
+        let line = usage.refusal(Limits::LEARNER_LAB, "inference", "us-east-1").unwrap();
+        assert!(
+            line.starts_with("us-east-1 would run 14 instances, over the limit of 9 (the Learner Lab's: past it, the lab terminates instances): 9 other instances (9 vCPUs)"),
+            "{line}"
+        );
+        let raised = Limits {
+            instances: 20,
+            vcpus: 18,
+        };
+        let line = usage.refusal(raised, "inference", "us-east-1").unwrap();
+        assert!(
+            line.starts_with("us-east-1 would run 19 vCPUs, over the limit of 18: "),
+            "{line}"
+        );
+        assert_eq!(
+            usage.refusal(
+                Limits {
+                    instances: 14,
+                    vcpus: 19
+                },
+                "inference",
+                "r"
+            ),
+            None
+        );
     }
 }

@@ -8,14 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use super::{Aws, AwsError, Call};
 
-/// Every series is asked for at this period (seconds).
-pub const PERIOD: i32 = 60;
+/// EC2's basic monitoring posts a point every 5 minutes; detailed monitoring and the load
+/// balancer's metrics, every minute. Each series is asked for at its own resolution, so a
+/// 5-minute sum is never shown as a minute's.
+pub const BASIC: i64 = 300;
+pub const DETAILED: i64 = 60;
 
 /// What a deployment has to measure.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Targets {
     /// (instance id, name).
     pub instances: Vec<(String, String)>,
+    /// The instances launched with detailed monitoring (1-minute EC2 metrics).
+    pub detailed: std::collections::BTreeSet<String>,
     /// The load balancer's ARN.
     pub load_balancer: Option<String>,
     /// (target group ARN, name).
@@ -35,7 +40,8 @@ pub struct Query {
     pub dimensions: Vec<(String, String)>,
     /// What charts and tables call it.
     pub label: String,
-    /// The finest resolution the series has (EC2 without detailed monitoring: 300 s).
+    /// The series' resolution, seconds: its period in GetMetricData (EC2 without detailed
+    /// monitoring: 300).
     pub resolution: i64,
 }
 
@@ -73,15 +79,16 @@ pub fn queries(t: &Targets) -> Vec<Query> {
     };
     for (id, name) in &t.instances {
         let label = format!("{name} ({id})");
+        let every = if t.detailed.contains(id) { DETAILED } else { BASIC };
         push(
             "AWS/EC2",
             "CPUUtilization",
             "Average",
             vec![("InstanceId", id)],
             &label,
-            300,
+            every,
         );
-        push("AWS/EC2", "NetworkOut", "Sum", vec![("InstanceId", id)], &label, 300);
+        push("AWS/EC2", "NetworkOut", "Sum", vec![("InstanceId", id)], &label, every);
     }
     if let Some(lb) = t.load_balancer.as_deref().and_then(load_balancer_dimension) {
         push(
@@ -90,7 +97,7 @@ pub fn queries(t: &Targets) -> Vec<Query> {
             "Sum",
             vec![("LoadBalancer", lb)],
             "load balancer",
-            60,
+            DETAILED,
         );
         push(
             "AWS/ApplicationELB",
@@ -98,18 +105,41 @@ pub fn queries(t: &Targets) -> Vec<Query> {
             "Average",
             vec![("LoadBalancer", lb)],
             "load balancer",
-            60,
+            DETAILED,
         );
         for (arn, name) in &t.target_groups {
             let Some(tg) = target_group_dimension(arn) else {
                 continue;
             };
             let dims = vec![("TargetGroup", tg), ("LoadBalancer", lb)];
-            push("AWS/ApplicationELB", "RequestCount", "Sum", dims.clone(), name, 60);
-            push("AWS/ApplicationELB", "TargetResponseTime", "Average", dims, name, 60);
+            push(
+                "AWS/ApplicationELB",
+                "RequestCount",
+                "Sum",
+                dims.clone(),
+                name,
+                DETAILED,
+            );
+            push(
+                "AWS/ApplicationELB",
+                "TargetResponseTime",
+                "Average",
+                dims,
+                name,
+                DETAILED,
+            );
         }
     }
     out
+}
+
+/// Whether EC2 posts 1-minute metrics for the instance (detailed monitoring on, or turning on).
+pub fn detailed(i: &aws_sdk_ec2::types::Instance) -> bool {
+    use aws_sdk_ec2::types::MonitoringState;
+    matches!(
+        i.monitoring().and_then(|m| m.state()),
+        Some(MonitoringState::Enabled | MonitoringState::Pending)
+    )
 }
 
 /// Fetches every query over [start, end) (unix seconds), following NextToken.
@@ -168,7 +198,7 @@ fn data_query(q: &Query) -> MetricDataQuery {
         .metric_stat(
             MetricStat::builder()
                 .metric(metric.build())
-                .period(PERIOD)
+                .period(i32::try_from(q.resolution).unwrap_or(BASIC as i32))
                 .stat(&q.stat)
                 .build(),
         )
@@ -194,7 +224,8 @@ mod tests {
     #[test]
     fn counts_are_sums_and_rates_are_averages() {
         let t = Targets {
-            instances: vec![("i-1".into(), "cluster1-0".into())],
+            instances: vec![("i-1".into(), "cluster1-0".into()), ("i-2".into(), "cluster1-1".into())],
+            detailed: ["i-2".to_owned()].into(),
             load_balancer: Some("arn:aws:elasticloadbalancing:r:1:loadbalancer/app/c/9".into()),
             target_groups: vec![(
                 "arn:aws:elasticloadbalancing:r:1:targetgroup/c-cluster1/7".into(),
@@ -204,20 +235,22 @@ mod tests {
         let q = queries(&t);
         let row = |q: &Query| {
             format!(
-                "{} {} {} {} {:?} {}",
-                q.id, q.namespace, q.metric, q.stat, q.dimensions, q.label
+                "{} {} {} {} {:?} {} {}s",
+                q.id, q.namespace, q.metric, q.stat, q.dimensions, q.label, q.resolution
             )
         };
         let rows: Vec<String> = q.iter().map(row).collect();
         assert_eq!(
             rows,
             [
-                r#"m0 AWS/EC2 CPUUtilization Average [("InstanceId", "i-1")] cluster1-0 (i-1)"#,
-                r#"m1 AWS/EC2 NetworkOut Sum [("InstanceId", "i-1")] cluster1-0 (i-1)"#,
-                r#"m2 AWS/ApplicationELB RequestCount Sum [("LoadBalancer", "app/c/9")] load balancer"#,
-                r#"m3 AWS/ApplicationELB TargetResponseTime Average [("LoadBalancer", "app/c/9")] load balancer"#,
-                r#"m4 AWS/ApplicationELB RequestCount Sum [("TargetGroup", "targetgroup/c-cluster1/7"), ("LoadBalancer", "app/c/9")] c-cluster1"#,
-                r#"m5 AWS/ApplicationELB TargetResponseTime Average [("TargetGroup", "targetgroup/c-cluster1/7"), ("LoadBalancer", "app/c/9")] c-cluster1"#,
+                r#"m0 AWS/EC2 CPUUtilization Average [("InstanceId", "i-1")] cluster1-0 (i-1) 300s"#,
+                r#"m1 AWS/EC2 NetworkOut Sum [("InstanceId", "i-1")] cluster1-0 (i-1) 300s"#,
+                r#"m2 AWS/EC2 CPUUtilization Average [("InstanceId", "i-2")] cluster1-1 (i-2) 60s"#,
+                r#"m3 AWS/EC2 NetworkOut Sum [("InstanceId", "i-2")] cluster1-1 (i-2) 60s"#,
+                r#"m4 AWS/ApplicationELB RequestCount Sum [("LoadBalancer", "app/c/9")] load balancer 60s"#,
+                r#"m5 AWS/ApplicationELB TargetResponseTime Average [("LoadBalancer", "app/c/9")] load balancer 60s"#,
+                r#"m6 AWS/ApplicationELB RequestCount Sum [("TargetGroup", "targetgroup/c-cluster1/7"), ("LoadBalancer", "app/c/9")] c-cluster1 60s"#,
+                r#"m7 AWS/ApplicationELB TargetResponseTime Average [("TargetGroup", "targetgroup/c-cluster1/7"), ("LoadBalancer", "app/c/9")] c-cluster1 60s"#,
             ]
         );
     }

@@ -27,10 +27,12 @@ use tokio_util::sync::CancellationToken;
 use self::resource::{Kind, Resource};
 use crate::event::{CloudEvent, ResourceAction};
 use crate::record::RecordStore;
+use crate::ssh::known_hosts::KnownHosts;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// The clients of one region.
@@ -48,13 +50,29 @@ pub enum AwsError {
     #[error("no AWS region: pass --region (e.g. us-east-1), or set AWS_REGION or region in ~/.aws/config")]
     NoRegion,
     #[error(
-        "no AWS credentials ({0}): put them in ~/.aws/credentials (Learner Lab: AWS Details → AWS CLI, with aws_session_token) or the AWS_* variables"
+        "no AWS credentials: agent looked in AWS_ACCESS_KEY_ID, {files} (profile {profile}) and the instance metadata service{last}; copy the Learner Lab's AWS Details → AWS CLI block (with aws_session_token) into ~/.aws/credentials"
     )]
-    NoCredentials(String),
+    NoCredentials {
+        /// The credentials and config files the chain read.
+        files: String,
+        profile: String,
+        /// What the last place tried answered, when it answered something (` (…)`).
+        last: String,
+    },
+    #[error("cannot load AWS credentials: {0}")]
+    BadCredentials(String),
     #[error(
         "AWS refused the credentials while trying to {action} ({code}: {message}): the lab session may have ended; start it again and copy the new credentials (AWS Details → AWS CLI) into ~/.aws/credentials"
     )]
     Credentials {
+        action: String,
+        code: String,
+        message: String,
+    },
+    #[error(
+        "cannot {action}: AWS denies it explicitly ({code}: {message}): AWS Academy's Learner Lab allows only regions us-east-1 and us-west-2 and instance types up to large (t2/t3 nano to large, m4.large, c4.large…): check --region and the spec's instance_type"
+    )]
+    Denied {
         action: String,
         code: String,
         message: String,
@@ -73,7 +91,9 @@ impl AwsError {
     /// The AWS error code, when AWS answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            AwsError::Service { code, .. } | AwsError::Credentials { code, .. } => Some(code),
+            AwsError::Service { code, .. } | AwsError::Credentials { code, .. } | AwsError::Denied { code, .. } => {
+                Some(code)
+            }
             _ => None,
         }
     }
@@ -91,6 +111,10 @@ const CREDENTIAL_CODES: [&str; 9] = [
     "InvalidAccessKeyId",
     "InvalidToken",
 ];
+
+/// Codes AWS answers when a policy does not allow the call (an explicit deny says a policy,
+/// such as the Learner Lab's, forbids it outright).
+const DENIED_CODES: [&str; 3] = ["UnauthorizedOperation", "AccessDenied", "AccessDeniedException"];
 
 /// Turns an SDK result into one that says what went wrong: `SdkError`'s own Display is just
 /// "service error".
@@ -121,7 +145,14 @@ where
                         .map(str::to_owned)
                         .or_else(|| xml_field(&body, "Message"))
                         .unwrap_or_else(|| "(no message)".into());
-                    if CREDENTIAL_CODES.contains(&code.as_str())
+                    if DENIED_CODES.contains(&code.as_str()) && message.contains("explicit deny") {
+                        // The encoded authorization message that follows is kilobytes of base64.
+                        let message = match message.find(" Encoded authorization failure message") {
+                            Some(end) => message[..end].to_owned(),
+                            None => message,
+                        };
+                        AwsError::Denied { action, code, message }
+                    } else if CREDENTIAL_CODES.contains(&code.as_str())
                         || (status == 401 || status == 403) && code.starts_with("HTTP")
                     {
                         AwsError::Credentials { action, code, message }
@@ -142,6 +173,48 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
     let start = body.find(&format!("<{name}>"))? + name.len() + 2;
     let len = body[start..].find(&format!("</{name}>"))?;
     Some(body[start..start + len].trim().to_owned())
+}
+
+impl AwsError {
+    /// [`AwsError::NoCredentials`], naming the files and profile the default chain read,
+    /// and the innermost cause of the last attempt's failure.
+    fn no_credentials(last: Option<&(dyn std::error::Error + 'static)>) -> AwsError {
+        let last = last.map(|e| {
+            let mut inner = e;
+            while let Some(s) = inner.source() {
+                inner = s;
+            }
+            let text: String = one_line(&inner.to_string()).chars().take(120).collect();
+            format!(" (it said: {})", text.trim_end_matches('.'))
+        });
+        let home = || std::env::var("HOME").unwrap_or_else(|_| "~".into());
+        let file = |var: &str, name: &str| std::env::var(var).unwrap_or_else(|_| format!("{}/.aws/{name}", home()));
+        AwsError::NoCredentials {
+            files: format!(
+                "{} and {}",
+                file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+                file("AWS_CONFIG_FILE", "config")
+            ),
+            profile: std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()),
+            last: last.unwrap_or_default(),
+        }
+    }
+}
+
+/// An error and its sources on one line, at most 300 characters: enough to name a bad
+/// profile or file, never the SDK's dump of every attempt.
+fn short_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let line = one_line(&parts.join(": "));
+    match line.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
 }
 
 /// Error chains from the HTTP stack span lines; keep the message to one.
@@ -168,11 +241,15 @@ impl Aws {
         let region = config.region().ok_or(AwsError::NoRegion)?.to_string();
         let provider = config
             .credentials_provider()
-            .ok_or_else(|| AwsError::NoCredentials("no provider configured".into()))?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| AwsError::NoCredentials(one_line(&DisplayErrorContext(&e).to_string())))?;
+            .ok_or_else(|| AwsError::no_credentials(None))?;
+        let credentials = provider.provide_credentials().await.map_err(|e| match e {
+            // A config file agent cannot use: that file is the fix.
+            CredentialsError::InvalidConfiguration(_) => AwsError::BadCredentials(short_chain(&e)),
+            // Nothing found, the last place tried (the metadata service) refusing or silent:
+            // where agent looked is what helps, not the SDK's kilobyte of response headers.
+            CredentialsError::CredentialsNotLoaded(_) => AwsError::no_credentials(None),
+            other => AwsError::no_credentials(Some(&other)),
+        })?;
         if credentials.expiry().is_some_and(|t| t <= std::time::SystemTime::now()) {
             return Err(AwsError::Credentials {
                 action: "load credentials".into(),
@@ -187,6 +264,43 @@ impl Aws {
             cw: aws_sdk_cloudwatch::Client::new(&config),
             region,
         })
+    }
+}
+
+/// How long a resource just created may stay invisible before agent gives up on it.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The NotFound codes AWS answers, for a few seconds, about a resource it has just created
+/// (eventual consistency: EC2's API guide, ELB's too).
+const NOT_YET_VISIBLE: [&str; 4] = [
+    "InvalidInstanceID.NotFound",
+    "InvalidGroup.NotFound",
+    "TargetGroupNotFound",
+    "LoadBalancerNotFound",
+];
+
+/// Sends a request that names a resource this run may have just created: while AWS answers
+/// that it does not exist, asks again (0.5 s, doubling to 5 s, for at most [`SETTLE`]). The
+/// SDK's own retries do not cover these codes; its instance waiter does, the same way.
+pub async fn settled<T, E, F, Fut>(mut send: F) -> Result<T, SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>>,
+{
+    let give_up = tokio::time::Instant::now() + SETTLE;
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match send().await {
+            Err(e)
+                if e.code().is_some_and(|c| NOT_YET_VISIBLE.contains(&c))
+                    && tokio::time::Instant::now() + wait <= give_up =>
+            {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
     }
 }
 
@@ -220,6 +334,8 @@ where
 pub struct Progress<'a> {
     pub tx: &'a mpsc::Sender<CloudEvent>,
     pub record: Option<&'a RecordStore>,
+    /// Where a launched instance's host key is pinned, under its id, the moment it exists.
+    pub known_hosts: Option<&'a KnownHosts>,
 }
 
 impl Progress<'_> {
@@ -244,6 +360,15 @@ impl Progress<'_> {
             name: resource.name,
         })
         .await;
+        Ok(())
+    }
+
+    /// Pins the host key agent generated for instance `id` (its address is not known yet:
+    /// the id stands in until the deploy pins it under the address it dials).
+    pub fn host_key(&self, id: &str, key: &russh::keys::PublicKey) -> anyhow::Result<()> {
+        if let Some(k) = self.known_hosts {
+            k.pin(&[(id.to_owned(), vec![key.clone()], id.to_owned())])?;
+        }
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use super::resource::{Kind, deployment_filter, tag};
 use super::{Aws, AwsError, Call, balancer};
 use super::{Interrupted, Progress, interrupted, launch};
 use crate::event::{CloudEvent, ResourceAction};
+use crate::ssh::known_hosts::KnownHosts;
 
 pub async fn load_balancers(
     aws: &Aws,
@@ -370,28 +371,45 @@ where
     }
 }
 
-/// Compares the host key cloud-init printed on the instance's console with the one agent
-/// generated and pinned.
-async fn console_check(aws: &Aws, id: &str, key: &russh::keys::PublicKey) -> anyhow::Result<&'static str> {
+/// What the instance's console (cloud-init's host key block, printed at boot) says of the
+/// key pinned for it: `matches`, `not posted` (yet), `shows other keys`, or why it could
+/// not be read. The latest output is asked for; Xen types (t2, m4) only have the posted one.
+async fn console_check(aws: &Aws, id: &str, key: &russh::keys::PublicKey) -> String {
     use crate::cloud_init::{ConsoleCheck, check_console};
-    let out = aws
-        .ec2
-        .get_console_output()
-        .instance_id(id)
-        .send()
-        .await
-        .during(|| format!("read the console of {id}"))?;
+    let ask = |latest: bool| {
+        aws.ec2
+            .get_console_output()
+            .instance_id(id)
+            .set_latest(latest.then_some(true))
+            .send()
+    };
+    let out = match ask(true).await.during(|| format!("read the console of {id}")) {
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("UnsupportedOperation" | "InvalidParameterValue" | "InvalidParameter")
+            ) =>
+        {
+            ask(false).await.during(|| format!("read the console of {id}"))
+        }
+        r => r,
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return format!("cannot read it: {}", e.code().unwrap_or("no answer")),
+    };
     // The API returns the console base64-encoded.
     let text = out
         .output()
         .and_then(|b| aws_smithy_types::base64::decode(b).ok())
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    Ok(match check_console(&text, key) {
-        ConsoleCheck::Matches => "matches",
-        ConsoleCheck::NotPosted => "not posted",
-        ConsoleCheck::Differs => "differs",
-    })
+    match check_console(&text, key) {
+        ConsoleCheck::Matches => "matches".into(),
+        ConsoleCheck::NotPosted => "not posted".into(),
+        // The boot key was replaced at first contact: the console still shows the old one.
+        ConsoleCheck::Differs => "shows the boot key, replaced since".into(),
+    }
 }
 
 /// What `agent status` shows.
@@ -414,10 +432,11 @@ pub struct InstanceStatus {
     pub instance_type: String,
     pub private_ip: Option<String>,
     pub public_dns: Option<String>,
-    /// SHA256 fingerprint of the host key agent generated for it.
+    /// SHA256 fingerprint of the host key pinned for it (agent's known_hosts, else the
+    /// instance's tag).
     pub host_key: Option<String>,
-    /// What the console output says of that key: `matches`, `not posted` (yet), `differs`.
-    pub console: Option<&'static str>,
+    /// What the console output says of that key (see `console_check`).
+    pub console: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -429,12 +448,15 @@ pub struct LbStatus {
     pub target_groups: Vec<(String, usize, usize)>,
 }
 
-pub async fn status(aws: &Aws, deployment: &str) -> anyhow::Result<Status> {
+pub async fn status(aws: &Aws, deployment: &str, known_hosts: &KnownHosts) -> anyhow::Result<Status> {
     let mut instances = Vec::new();
     for i in launch::existing(aws, deployment).await? {
-        let d = launch::describe(&i);
+        let mut d = launch::describe(&i);
+        if let Some(k) = known_hosts.labelled(&d.id)?.pop() {
+            d.host_key = Some(k);
+        }
         let console = match &d.host_key {
-            Some(key) => Some(console_check(aws, &d.id, key).await?),
+            Some(key) => Some(console_check(aws, &d.id, key).await),
             None => None,
         };
         instances.push(InstanceStatus {

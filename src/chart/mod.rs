@@ -141,6 +141,21 @@ pub fn bench(run: &Run, summary: &Summary, dir: &Path) -> anyhow::Result<Vec<Pat
     Ok(files)
 }
 
+/// What one point of `metric`'s series covers: "per 5 minutes" (EC2's basic monitoring),
+/// "per minute", or both when instances differ.
+fn per(series: &[Series], metric: &str) -> &'static str {
+    let mut periods = series
+        .iter()
+        .filter(|s| s.query.metric == metric)
+        .map(|s| s.query.resolution);
+    let first = periods.next();
+    match (first, periods.all(|p| Some(p) == first)) {
+        (Some(300), true) => "per 5 minutes",
+        (_, true) => "per minute",
+        (_, false) => "per 5 minutes, per minute with detailed monitoring",
+    }
+}
+
 /// The CloudWatch charts, x in minutes since `origin` (unix seconds, the bench's start). A
 /// metric with no data point at all gets no chart (the report says so).
 pub fn metrics(series: &[Series], origin: i64, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -148,28 +163,23 @@ pub fn metrics(series: &[Series], origin: i64, dir: &Path) -> anyhow::Result<Vec
         (
             "cpu",
             "CPUUtilization",
-            "CPU utilisation per instance (Average per minute)",
+            "CPU utilisation per instance (Average",
             "%",
             1.0,
         ),
-        (
-            "network-out",
-            "NetworkOut",
-            "Network out per instance (Sum per minute)",
-            "MB",
-            1e-6,
-        ),
-        ("requests", "RequestCount", "Requests (Sum per minute)", "requests", 1.0),
+        ("network-out", "NetworkOut", "Network out per instance (Sum", "MB", 1e-6),
+        ("requests", "RequestCount", "Requests (Sum", "requests", 1.0),
         (
             "response-time",
             "TargetResponseTime",
-            "Target response time (Average per minute)",
+            "Target response time (Average",
             "ms",
             1e3,
         ),
     ];
     let mut files = Vec::new();
     for (name, metric, title, unit, scale) in charts {
+        let title = format!("{title} {})", per(series, metric));
         let lines: Vec<(String, Vec<(f64, f64)>)> = series
             .iter()
             .filter(|s| s.query.metric == metric && !s.points.is_empty())
@@ -189,7 +199,7 @@ pub fn metrics(series: &[Series], origin: i64, dir: &Path) -> anyhow::Result<Vec
             dir,
             name,
             Chart::Lines(Lines {
-                title: title.into(),
+                title,
                 x: "minutes from the start of the bench window".into(),
                 y: unit.into(),
                 series: lines,
@@ -353,6 +363,30 @@ fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Bars) -> Drawn<DB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_point_is_labelled_with_the_period_it_covers() {
+        let of = |metric: &str, resolution: i64| Series {
+            query: crate::aws::metrics::Query {
+                id: "m0".into(),
+                namespace: "AWS/EC2".into(),
+                metric: metric.into(),
+                stat: "Average".into(),
+                dimensions: vec![],
+                label: "x".into(),
+                resolution,
+            },
+            points: vec![(0, 1.0)],
+        };
+        let basic = [of("CPUUtilization", 300), of("RequestCount", 60)];
+        assert_eq!(per(&basic, "CPUUtilization"), "per 5 minutes");
+        assert_eq!(per(&basic, "RequestCount"), "per minute");
+        let mixed = [of("CPUUtilization", 300), of("CPUUtilization", 60)];
+        assert_eq!(
+            per(&mixed, "CPUUtilization"),
+            "per 5 minutes, per minute with detailed monitoring"
+        );
+    }
 
     #[test]
     fn both_kinds_draw_into_png_and_svg() {

@@ -40,6 +40,17 @@ impl Moto {
     /// Starts moto_server with the fixture's AMIs and `extra_env`, e.g.
     /// `("MOTO_ENABLE_AMI_VALIDATION", "true")`, `("INITIAL_NO_AUTH_ACTION_COUNT", "0")`.
     pub fn start(extra_env: &[(&str, &str)]) -> Moto {
+        Self::launch(extra_env, &[])
+    }
+
+    /// As [`Moto::start`], with AWS's eventual consistency as well: every instance, security
+    /// group, target group and load balancer agent creates is not found once, by agent's first
+    /// request that names it (see [`Moto::not_found_answers`]).
+    pub fn start_eventual(extra_env: &[(&str, &str)]) -> Moto {
+        Self::launch(extra_env, &["--eventual"])
+    }
+
+    fn launch(extra_env: &[(&str, &str)], proxy_args: &[&str]) -> Moto {
         let dir = tempfile::Builder::new()
             .prefix("agent-moto-")
             .tempdir()
@@ -77,7 +88,9 @@ impl Moto {
                 .expect("spawn moto_server");
             match wait_ready(&mut child, port) {
                 Ok(()) => {
-                    let strict = FaultProxy::launch(&format!("http://127.0.0.1:{port}"), &["--fail", "0", "--strict"]);
+                    let mut args = vec!["--fail", "0", "--strict"];
+                    args.extend(proxy_args);
+                    let strict = FaultProxy::launch(&format!("http://127.0.0.1:{port}"), &args);
                     return Moto {
                         endpoint: strict.endpoint.clone(),
                         port,
@@ -211,6 +224,16 @@ impl Moto {
             .collect()
     }
 
+    /// The NotFound answers the proxy gave for resources just created ([`Moto::start_eventual`]):
+    /// one line each, "CODE for ACTION ID…".
+    pub fn not_found_answers(&self) -> Vec<String> {
+        self.strict
+            .log()
+            .lines()
+            .filter_map(|l| l.split_once(": eventual: ").map(|(_, rest)| rest.to_owned()))
+            .collect()
+    }
+
     /// As [`Moto::violations`], for a test that provoked them: they no longer fail it.
     pub fn take_violations(&self) -> Vec<String> {
         let v = self.violations();
@@ -256,7 +279,8 @@ impl FaultProxy {
         Self::launch(upstream, &["--fail", &fail.to_string()])
     }
 
-    fn launch(upstream: &str, args: &[&str]) -> FaultProxy {
+    /// A proxy to `upstream` started with `args` of tests/aws_fault_proxy.py.
+    pub fn launch(upstream: &str, args: &[&str]) -> FaultProxy {
         let log = tempfile::NamedTempFile::new().expect("temp file");
         let mut child = Command::new(python())
             .arg(script("aws_fault_proxy.py"))
