@@ -1,5 +1,5 @@
 //! What happens on hosts, as data. Workers send [`Event`]s over a channel; one renderer
-//! (see [`crate::render`]) owns the terminal and turns them into output.
+//! (see [`crate::printer`]) owns the terminal and turns them into output.
 
 use std::time::Duration;
 

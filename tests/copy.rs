@@ -29,7 +29,10 @@ fn copies_whole_files_with_mode_and_owner() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&src, &body).unwrap();
-    let sum = agent::artifact::sha256_hex(&body);
+    let sum: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect()
+    };
 
     let mut c = agent(state.path());
     c.arg("copy").arg("-i").arg(fleet.inventory());

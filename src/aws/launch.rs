@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::network::{self, GroupPlan, Peer};
 use super::resource::{self, Kind, TAG_DEPLOYMENT, TAG_HOST_KEY, TAG_ROLE, filter, tag};
 use super::{Aws, AwsError, Call, Progress, interrupted, settled};
-use crate::cloud_init::HostKey;
+use crate::aws::cloud_init::HostKey;
 use crate::event::{CloudEvent, ResourceAction};
 use crate::spec::Spec;
 
@@ -687,7 +687,7 @@ async fn instances(
 pub async fn retag_host_keys(
     aws: &Aws,
     launched: &Launched,
-    known_hosts: &crate::ssh::known_hosts::KnownHosts,
+    known_hosts: &crate::transport::ssh::known_hosts::KnownHosts,
     progress: &Progress<'_>,
 ) {
     for i in &launched.instances {

@@ -11,9 +11,10 @@
 //! - [`metrics`]: CloudWatch series of a deployment (which, as data; GetMetricData).
 //! - [`teardown`]: `agent terminate` and `agent status`: everything found by tag.
 
-pub mod balancer;
+pub mod alb;
+pub mod cloud_init;
+pub mod cloudwatch;
 pub mod launch;
-pub mod metrics;
 pub mod network;
 pub mod resource;
 pub mod teardown;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use self::resource::{Kind, Resource};
 use crate::event::{CloudEvent, ResourceAction};
 use crate::record::RecordStore;
-use crate::ssh::known_hosts::KnownHosts;
+use crate::transport::ssh::known_hosts::KnownHosts;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;

@@ -10,10 +10,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::resource::{Kind, deployment_filter, tag};
-use super::{Aws, AwsError, Call, balancer};
+use super::{Aws, AwsError, Call, alb};
 use super::{Interrupted, Progress, interrupted, launch};
 use crate::event::{CloudEvent, ResourceAction};
-use crate::ssh::known_hosts::KnownHosts;
+use crate::transport::ssh::known_hosts::KnownHosts;
 
 pub async fn load_balancers(
     aws: &Aws,
@@ -38,7 +38,7 @@ pub async fn load_balancers(
             )
         })
         .collect();
-    let mine = balancer::owned(aws, deployment, arns).await?;
+    let mine = alb::owned(aws, deployment, arns).await?;
     Ok(all
         .into_iter()
         .filter(|l| mine.iter().any(|(a, _)| Some(a.as_str()) == l.load_balancer_arn()))
@@ -56,7 +56,7 @@ pub async fn target_groups(aws: &Aws, deployment: &str) -> Result<Vec<(String, S
             ));
         }
     }
-    balancer::owned(aws, deployment, arns).await
+    alb::owned(aws, deployment, arns).await
 }
 
 pub async fn security_groups(aws: &Aws, deployment: &str) -> Result<Vec<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
@@ -375,7 +375,7 @@ where
 /// key pinned for it: `matches`, `not posted` (yet), `shows other keys`, or why it could
 /// not be read. The latest output is asked for; Xen types (t2, m4) only have the posted one.
 async fn console_check(aws: &Aws, id: &str, key: &russh::keys::PublicKey) -> String {
-    use crate::cloud_init::{ConsoleCheck, check_console};
+    use crate::aws::cloud_init::{ConsoleCheck, check_console};
     let ask = |latest: bool| {
         aws.ec2
             .get_console_output()
@@ -466,7 +466,7 @@ pub async fn status(aws: &Aws, deployment: &str, known_hosts: &KnownHosts) -> an
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
             instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
-            host_key: d.host_key.as_ref().map(crate::ssh::known_hosts::fingerprint),
+            host_key: d.host_key.as_ref().map(crate::transport::ssh::known_hosts::fingerprint),
             id: d.id,
             name: d.name,
             role: d.role,
@@ -477,7 +477,7 @@ pub async fn status(aws: &Aws, deployment: &str, known_hosts: &KnownHosts) -> an
     }
     let mut groups = Vec::new();
     for (arn, name) in target_groups(aws, deployment).await? {
-        let h = balancer::target_health(aws, &arn, &name).await?;
+        let h = alb::target_health(aws, &arn, &name).await?;
         groups.push((name, h.healthy, h.total));
     }
     let mut lbs = Vec::new();

@@ -36,7 +36,7 @@ pub struct ClustersBench {
     pub json: bool,
     pub deployment: Deployment,
     /// The EC2 deployment: load balancer, instances, and CloudWatch afterwards.
-    pub ec2: Option<crate::metrics::MetricsSettings>,
+    pub ec2: Option<crate::commands::metrics::MetricsSettings>,
     /// On EC2: fetch the metrics over the bench's window afterwards.
     pub metrics: bool,
 }
@@ -90,7 +90,7 @@ pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Res
     let mut ec2 = None;
     if let Some(m) = &b.ec2 {
         let aws = crate::aws::Aws::connect(m.region.as_deref()).await?;
-        let found = crate::cloud::bench_target(&aws, &m.deployment, &b.routes).await?;
+        let found = crate::commands::cloud::bench_target(&aws, &m.deployment, &b.routes).await?;
         b.base = b.base.or(found.url);
         b.clusters = found.clusters;
         b.deployment = crate::bench::Deployment {
@@ -112,8 +112,8 @@ pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Res
         && b.metrics
         && !run.interrupted
     {
-        let window = crate::metrics::Window::around(run.started, run.elapsed);
-        let fetched = crate::metrics::collect(aws, targets, m, window, &out, b.json, cancel).await?;
+        let window = crate::commands::metrics::Window::around(run.started, run.elapsed);
+        let fetched = crate::commands::metrics::collect(aws, targets, m, window, &out, b.json, cancel).await?;
         if fetched != 0 && status == 0 {
             status = fetched;
         }

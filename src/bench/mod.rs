@@ -426,9 +426,9 @@ impl Summary {
     /// instances, 130 interrupted.
     pub fn exit_status(&self) -> u8 {
         if self.interrupted {
-            crate::EXIT_INTERRUPTED
+            crate::exit::INTERRUPTED
         } else if self.sent > self.ok || self.groups.iter().any(|g| !g.unexpected.is_empty()) {
-            crate::EXIT_FAILED
+            crate::exit::FAILED
         } else {
             0
         }
@@ -540,8 +540,8 @@ pub fn save(run: &Run, summary: &Summary, deployment: &Deployment, dir: &Path) -
     std::fs::write(&path, serde_json::to_vec_pretty(deployment)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     files.push(path);
-    files.extend(crate::chart::bench(run, summary, dir)?);
-    files.push(crate::report::write(dir)?);
+    files.extend(crate::results::chart::bench(run, summary, dir)?);
+    files.push(crate::results::report::write(dir)?);
     Ok(files)
 }
 
@@ -632,7 +632,7 @@ mod tests {
         assert_eq!(c2.unexpected, ["x"]);
         assert_eq!(c2.missing, ["y"]);
         assert_eq!(s.streams[1].last_s, Some(0.1));
-        assert_eq!(s.exit_status(), crate::EXIT_FAILED);
+        assert_eq!(s.exit_status(), crate::exit::FAILED);
 
         let mut csv = Vec::new();
         run.write_csv(&mut csv).unwrap();

@@ -13,16 +13,16 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifact::{Blob, sha256_hex};
-use crate::command::RemoteCommand;
 use crate::event::{Event, HostId, Outcome, Stage, StepStatus};
-use crate::job::{Connection, Target};
+use crate::fleet::artifact::{Blob, sha256_hex};
+use crate::fleet::exec::{Connection, Target};
 use crate::plan::{HealthCheck, HostPlan, Plan, Source};
 use crate::record::RecordStore;
-use crate::session::{Output, Payload, Session};
-use crate::ssh::SshSettings;
-use crate::ssh::known_hosts::KnownHosts;
-use crate::step::{self, Facts, Init, ServiceActions, Upload};
+use crate::script::RemoteCommand;
+use crate::script::step::{self, Facts, Init, ServiceActions, Upload};
+use crate::transport::ssh::SshSettings;
+use crate::transport::ssh::known_hosts::KnownHosts;
+use crate::transport::{Output, Payload, Session};
 
 /// Everything `agent deploy` needs, resolved and built: no parsing or compiling left to do.
 pub struct DeployJob {
@@ -83,7 +83,7 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 key: &key,
             };
             let outcome = host.deploy(&target).await;
-            let result = crate::render::describe(&outcome);
+            let result = crate::printer::describe(&outcome);
             shared.record.note(&key, |h| h.result = Some(result));
             let _ = tx
                 .send(Event::Finished {
@@ -135,7 +135,8 @@ impl HostRun<'_> {
     async fn deploy(&mut self, target: &Target) -> Outcome {
         let started = Instant::now();
         let known_hosts = self.shared.known_hosts.clone();
-        let connected = crate::job::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel).await;
+        let connected =
+            crate::fleet::exec::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel).await;
         let session = match connected {
             Ok(session) => session,
             Err(outcome) => {
@@ -294,7 +295,7 @@ impl HostRun<'_> {
                 return Err(self.fail(Stage::HostKey, reason, started).await);
             }
         };
-        let fingerprint = crate::ssh::known_hosts::fingerprint(&key);
+        let fingerprint = crate::transport::ssh::known_hosts::fingerprint(&key);
         let only = [(pin.pattern.clone(), vec![key.clone()], pin.label.clone())];
         if !renewed {
             // The pin becomes exactly the key this connection verified, which the user data
@@ -613,7 +614,7 @@ impl HostRun<'_> {
             other => {
                 let reason = other
                     .command_failure()
-                    .unwrap_or_else(|| crate::render::describe(&other));
+                    .unwrap_or_else(|| crate::printer::describe(&other));
                 Err(self.fail(stage, reason, started).await)
             }
         }

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::command::{RemoteCommand, quote};
 use crate::plan::{HostPlan, ServicePlan, SetupPlan};
+use crate::script::{RemoteCommand, quote};
 
 /// Where agent's supervisor keeps pid files and logs on hosts without systemd.
 pub const SUPERVISOR_RUN_DIR: &str = "/var/lib/agent/run";

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::event::{Event, HostId, Outcome, Stage, StepStatus, Stream};
+use crate::exit::Tally;
 use crate::inventory::Host;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,15 +40,6 @@ pub struct StepRecord {
     pub status: StepStatus,
     pub detail: String,
     pub elapsed: Duration,
-}
-
-/// How many hosts ended each way. A host that never finished counts as interrupted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub ok: usize,
-    pub failed: usize,
-    pub unreachable: usize,
-    pub interrupted: usize,
 }
 
 impl Report {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::aws::metrics::Series;
+use crate::aws::cloudwatch::Series;
 use crate::bench::load::Outcome;
 use crate::bench::{Run, Summary};
 
@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn a_point_is_labelled_with_the_period_it_covers() {
         let of = |metric: &str, resolution: i64| Series {
-            query: crate::aws::metrics::Query {
+            query: crate::aws::cloudwatch::Query {
                 id: "m0".into(),
                 namespace: "AWS/EC2".into(),
                 metric: metric.into(),

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use crate::artifact::ProgramSource;
-use crate::job::{ExecJob, Target};
+use crate::fleet::artifact::ProgramSource;
+use crate::fleet::exec::{ExecJob, Target};
 use crate::plan::Plan;
-use crate::render::Mode;
-use crate::ssh::SshSettings;
-use crate::ssh::known_hosts::KnownHosts;
+use crate::printer::Mode;
+use crate::transport::ssh::SshSettings;
+use crate::transport::ssh::known_hosts::KnownHosts;
 
 pub enum Settings {
     Exec(ExecSettings),
@@ -38,8 +38,8 @@ pub enum Settings {
     BenchClusters(Box<crate::bench::clusters::ClustersBench>),
     /// CloudWatch metrics over a window, saved into `out`.
     Metrics {
-        metrics: crate::metrics::MetricsSettings,
-        window: crate::metrics::Window,
+        metrics: crate::commands::metrics::MetricsSettings,
+        window: crate::commands::metrics::Window,
         out: PathBuf,
         json: bool,
     },
@@ -80,7 +80,7 @@ pub struct CloudDeploySettings {
     pub launch: crate::aws::launch::LaunchSettings,
     pub region: Option<String>,
     /// Opens the instances (`--key`); its public half is the imported key pair.
-    pub key: crate::ssh::key::ClientKey,
+    pub key: crate::transport::ssh::key::ClientKey,
     pub user: String,
     pub trust_first_use: bool,
     pub record: PathBuf,

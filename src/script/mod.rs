@@ -1,6 +1,8 @@
 //! Remote commands as pure values. The SSH layer only runs the string [`RemoteCommand::render`]
 //! produces, so everything that decides *what* runs remotely is unit-tested here as text.
 
+pub mod step;
+
 use std::time::Duration;
 
 /// A shell script to run on a host, with how to run it.

@@ -8,13 +8,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::RemoteCommand;
 use crate::event::{Event, HostId, Outcome, Stage};
 use crate::inventory::{Host, Transport};
-use crate::session::{Duplex, LocalSession, Output, Payload, Session};
-use crate::ssh::key::ClientKey;
-use crate::ssh::known_hosts::KnownHosts;
-use crate::ssh::{SshSession, SshSettings};
+use crate::script::RemoteCommand;
+use crate::transport::ssh::key::ClientKey;
+use crate::transport::ssh::known_hosts::KnownHosts;
+use crate::transport::ssh::{SshSession, SshSettings};
+use crate::transport::{Duplex, LocalSession, Output, Payload, Session};
 
 /// A host and the key that opens it (none for local hosts).
 #[derive(Debug, Clone)]

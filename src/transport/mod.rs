@@ -1,5 +1,7 @@
-//! An open line to one host that runs [`RemoteCommand`]s: over SSH ([`crate::ssh::SshSession`])
+//! An open line to one host that runs [`RemoteCommand`]s: over SSH ([`crate::transport::ssh::SshSession`])
 //! or on this machine ([`LocalSession`]). Output goes out as [`Event`]s while it arrives.
+
+pub mod ssh;
 
 use std::future::Future;
 use std::process::Stdio;
@@ -9,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::RemoteCommand;
 use crate::event::{Event, HostId, LineSplitter, Outcome, Stream};
+use crate::script::RemoteCommand;
 
 pub trait Session: Send {
     /// Runs one command to its end, writing `input` to its stdin (then end-of-file) while

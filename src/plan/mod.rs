@@ -3,16 +3,19 @@
 //! Built from a spec and hosts with no I/O, so `agent plan` can show it before anything is
 //! touched and tests can compare it as values.
 
+pub mod haproxy;
+pub mod unit;
+
 use std::fmt;
 
 use serde::Serialize;
 
 use agent_protocol::env as vars;
 
-use crate::balancer::{BalancedRoute, HaproxyConfig, Server};
 use crate::inventory::Host;
 use crate::spec::{Program, Spec};
-use crate::unit::{self, ServiceUnit, Word};
+use haproxy::{BalancedRoute, HaproxyConfig, Server};
+use unit::{ServiceUnit, Word};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -38,7 +41,7 @@ pub struct HostPlan {
     /// backends already serving.
     pub balancer: bool,
     /// EC2: replace the host key the instance's user data carries (see
-    /// [`crate::step::host_key_renew`]), pinning the new one under this record.
+    /// [`crate::script::step::host_key_renew`]), pinning the new one under this record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_key: Option<HostKeyPin>,
 }
@@ -424,7 +427,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, unit
         script: format!(
             "{}/{bin} head {} --seed {HEAD_SEED}",
             unit::BIN_DIR,
-            crate::command::quote(dir)
+            crate::script::quote(dir)
         ),
         restarts: units.to_vec(),
         limit_secs: 120,
@@ -435,7 +438,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, unit
 /// Downloads the model files once: into a fresh folder beside the target, renamed into
 /// place only when every file arrived whole, so a cut download is never mistaken for a model.
 fn fetch_script(url: &str, dir: &str) -> String {
-    use crate::command::quote;
+    use crate::script::quote;
     let files: Vec<String> = agent_protocol::model::FILES.iter().map(|f| quote(f)).collect();
     format!(
         "set -e\n\

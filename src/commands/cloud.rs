@@ -11,15 +11,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::launch::{self, Launched};
-use crate::aws::{Aws, balancer, teardown};
+use crate::aws::{Aws, alb, teardown};
 use crate::aws::{Interrupted, Progress};
+use crate::commands::settings::{CloudDeploySettings, DeploySettings};
+use crate::exit;
+use crate::fleet::artifact;
+use crate::fleet::exec::Target;
 use crate::inventory::{Host, Transport};
-use crate::job::Target;
+use crate::plan;
+use crate::printer::{self, Mode};
 use crate::record::RecordStore;
-use crate::render::{self, Mode};
-use crate::settings::{CloudDeploySettings, DeploySettings};
-use crate::ssh::known_hosts::KnownHosts;
-use crate::{EXIT_INTERRUPTED, artifact, plan};
+use crate::transport::ssh::known_hosts::KnownHosts;
 
 pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
     let deployment = s.launch.deployment.clone();
@@ -46,7 +48,7 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     let known_hosts = Arc::new(KnownHosts::new(s.known_hosts.clone(), []));
 
     let (tx, rx) = mpsc::channel(256);
-    let printer = tokio::spawn(render::cloud(s.output.mode, rx));
+    let printer = tokio::spawn(printer::cloud(s.output.mode, rx));
     let progress = Progress {
         tx: &tx,
         record: Some(&record),
@@ -54,7 +56,7 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     };
     let provisioned = async {
         let launched = launch::launch(&aws, &s.launch, &progress, &cancel).await?;
-        let alb = balancer::ensure(&aws, &deployment, &spec, &launched, &progress, &cancel).await?;
+        let alb = alb::ensure(&aws, &deployment, &spec, &launched, &progress, &cancel).await?;
         let targets = hosts(&s, &launched, &known_hosts, &progress).await?;
         anyhow::Ok((launched, alb, targets))
     }
@@ -114,10 +116,10 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         output: s.output,
         footer,
     };
-    let code = crate::deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
+    let code = crate::commands::deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
 
     let (tx, rx) = mpsc::channel(64);
-    let printer = tokio::spawn(render::cloud(mode, rx));
+    let printer = tokio::spawn(printer::cloud(mode, rx));
     let progress = Progress {
         tx: &tx,
         record: None,
@@ -125,7 +127,7 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     };
     launch::retag_host_keys(&aws, &launched, &known_hosts, &progress).await;
     let healthy = match alb.filter(|_| code == 0) {
-        Some(alb) => balancer::wait_healthy(&aws, &alb, s.launch.timeout, &progress, &cancel).await,
+        Some(alb) => alb::wait_healthy(&aws, &alb, s.launch.timeout, &progress, &cancel).await,
         None => Ok(()),
     };
     drop(tx);
@@ -144,7 +146,7 @@ fn stopped(e: anyhow::Error, deployment: &str, record: &RecordStore, cancel: &Ca
         eprintln!(
             "agent: interrupted; the {created} resources created are tagged and recorded: agent deploy resumes, agent terminate {deployment} removes them"
         );
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(exit::INTERRUPTED);
     }
     if created == 0 {
         return Err(e);
@@ -237,7 +239,7 @@ pub async fn terminate(
 ) -> anyhow::Result<u8> {
     let aws = Aws::connect(region).await?;
     let (tx, rx) = mpsc::channel(256);
-    let printer = tokio::spawn(render::cloud(mode, rx));
+    let printer = tokio::spawn(printer::cloud(mode, rx));
     let progress = Progress {
         tx: &tx,
         record: None,
@@ -250,7 +252,7 @@ pub async fn terminate(
         Ok(ids) => ids,
         Err(e) if e.is::<Interrupted>() || cancel.is_cancelled() => {
             eprintln!("agent: interrupted after removing {deleted} resources: run agent terminate {deployment} again");
-            return Ok(EXIT_INTERRUPTED);
+            return Ok(exit::INTERRUPTED);
         }
         Err(e) => return Err(e),
     };
@@ -266,7 +268,7 @@ pub async fn terminate(
         }
         _ => {}
     }
-    render::terminated(mode, deployment, &aws.region, deleted)?;
+    printer::terminated(mode, deployment, &aws.region, deleted)?;
     Ok(0)
 }
 
@@ -279,7 +281,7 @@ pub async fn status(
     let aws = Aws::connect(region).await?;
     let known_hosts = KnownHosts::new(known_hosts.to_owned(), []);
     let status = teardown::status(&aws, deployment, &known_hosts).await?;
-    render::status(&status, json)?;
+    printer::status(&status, json)?;
     Ok(0)
 }
 
@@ -291,7 +293,7 @@ pub struct BenchTarget {
     pub clusters: Vec<(String, std::collections::BTreeSet<String>)>,
     pub deployment: crate::bench::Deployment,
     /// Its CloudWatch series' owners, for the metrics after the bench.
-    pub targets: crate::aws::metrics::Targets,
+    pub targets: crate::aws::cloudwatch::Targets,
 }
 
 /// One lookup by tag (instances, load balancer, target groups) serves the bench and its metrics.
@@ -334,11 +336,11 @@ pub async fn bench_target(aws: &Aws, deployment: &str, routes: &[(String, String
             .and_then(|l| l.dns_name())
             .map(|dns| format!("http://{dns}")),
         clusters,
-        targets: crate::aws::metrics::Targets {
+        targets: crate::aws::cloudwatch::Targets {
             instances: instances.iter().map(|i| (i.id.clone(), i.name.clone())).collect(),
             detailed: found
                 .iter()
-                .filter(|i| crate::aws::metrics::detailed(i))
+                .filter(|i| crate::aws::cloudwatch::detailed(i))
                 .filter_map(|i| i.instance_id().map(str::to_owned))
                 .collect(),
             load_balancer: lb.as_ref().and_then(|l| l.load_balancer_arn()).map(str::to_owned),

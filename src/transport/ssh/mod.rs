@@ -16,10 +16,10 @@ use russh::{ChannelMsg, Disconnect, Sig};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::RemoteCommand;
 use crate::event::{Outcome, Stream};
 use crate::inventory::Host;
-use crate::session::{Duplex, Output, Payload, Session, outcome_of_exit};
+use crate::script::RemoteCommand;
+use crate::transport::{Duplex, Output, Payload, Session, outcome_of_exit};
 use key::ClientKey;
 use known_hosts::{KnownHosts, Verdict};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::metrics::{self, Query, Series, Targets};
+use crate::aws::cloudwatch::{self, Query, Series, Targets};
 use crate::aws::{Aws, launch, teardown};
 
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl Window {
 
     /// What is asked of CloudWatch: whole periods, with margins.
     pub fn query_span(&self) -> (i64, i64) {
-        let p = metrics::BASIC;
+        let p = cloudwatch::BASIC;
         (
             (self.start - MARGIN).div_euclid(p) * p,
             (self.end + MARGIN).div_euclid(p) * p + p,
@@ -99,14 +99,14 @@ pub async fn collect(
     quiet: bool,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let queries = metrics::queries(targets);
+    let queries = cloudwatch::queries(targets);
     let (start, end) = window.query_span();
     let deadline = tokio::time::Instant::now() + m.wait;
     let bar = progress(quiet);
     let waited = tokio::time::Instant::now();
     let mut series;
     loop {
-        series = metrics::get(aws, &queries, start, end).await?;
+        series = cloudwatch::get(aws, &queries, start, end).await?;
         let due: Vec<&Series> = series.iter().filter(|s| awaited(&s.query)).collect();
         let done = due.iter().filter(|s| window.covered(s)).count();
         let line = format!(
@@ -137,8 +137,8 @@ pub async fn collect(
         bar.finish_and_clear();
     }
     save(&series, out)?;
-    crate::chart::metrics(&series, window.start, out)?;
-    crate::report::write(out)?;
+    crate::results::chart::metrics(&series, window.start, out)?;
+    crate::results::report::write(out)?;
     let missing: Vec<&str> = series
         .iter()
         .filter(|s| awaited(&s.query) && !window.covered(s))
@@ -158,9 +158,9 @@ pub async fn collect(
         );
     }
     Ok(if cancel.is_cancelled() {
-        crate::EXIT_INTERRUPTED
+        crate::exit::INTERRUPTED
     } else {
-        crate::EXIT_FAILED
+        crate::exit::FAILED
     })
 }
 
@@ -180,7 +180,7 @@ async fn targets(aws: &Aws, deployment: &str) -> anyhow::Result<Targets> {
     let mut t = Targets::default();
     for i in launch::existing(aws, deployment).await? {
         let d = launch::describe(&i);
-        if metrics::detailed(&i) {
+        if cloudwatch::detailed(&i) {
             t.detailed.insert(d.id.clone());
         }
         t.instances.push((d.id, d.name));

@@ -9,19 +9,19 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::artifact::ProgramSource;
-use crate::command::RemoteCommand;
-use crate::inventory::{self, Host, Transport};
-use crate::job::{ExecJob, Target};
-use crate::plan;
-use crate::render::Mode;
-use crate::settings::{
+use crate::commands::settings::{
     self, CloudDeploySettings, DeploySettings, ExecSettings, OutputSettings, Settings, parse_duration,
 };
+use crate::fleet::artifact::ProgramSource;
+use crate::fleet::exec::{ExecJob, Target};
+use crate::inventory::{self, Host, Transport};
+use crate::plan;
+use crate::printer::Mode;
+use crate::script::RemoteCommand;
 use crate::spec::Spec;
-use crate::ssh::SshSettings;
-use crate::ssh::key::ClientKey;
-use crate::ssh::known_hosts::KnownHosts;
+use crate::transport::ssh::SshSettings;
+use crate::transport::ssh::key::ClientKey;
+use crate::transport::ssh::known_hosts::KnownHosts;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -510,7 +510,7 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
     }
     // Streamed from disk to each host; a file that changes size meanwhile is refused there.
     std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let upload = crate::step::Upload {
+    let upload = crate::script::step::Upload {
         path: dest.clone(),
         mode,
         size: meta.len(),
@@ -521,8 +521,8 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
     Ok(ExecSettings {
         job: ExecJob {
             targets,
-            command: crate::step::upload(&[upload], args.timeout, args.sudo),
-            input: vec![crate::session::Payload::File(src.clone())],
+            command: crate::script::step::upload(&[upload], args.timeout, args.sudo),
+            input: vec![crate::transport::Payload::File(src.clone())],
             parallel: usize::from(args.hosts.parallel),
             ssh: args.hosts.ssh(),
             known_hosts,
@@ -762,7 +762,7 @@ fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::benc
     };
     let ec2 = ec2
         .map(|d| {
-            check_deployment_name(&d).map(|deployment| crate::metrics::MetricsSettings {
+            check_deployment_name(&d).map(|deployment| crate::commands::metrics::MetricsSettings {
                 deployment,
                 region: args.region.clone(),
                 wait: args.metrics_wait,
@@ -797,14 +797,14 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
                 &std::fs::read(&path).with_context(|| format!("--bench {}: no bench results there", dir.display()))?,
             )
             .with_context(|| format!("{} is not a bench summary", path.display()))?;
-            let window = crate::metrics::Window {
+            let window = crate::commands::metrics::Window {
                 start: rfc3339(&summary.started, "summary.json started")?,
                 end: rfc3339(&summary.ended, "summary.json ended")?,
             };
             (window, args.out.clone().unwrap_or_else(|| dir.clone()))
         }
         (None, Some(since), Some(until)) => {
-            let window = crate::metrics::Window {
+            let window = crate::commands::metrics::Window {
                 start: rfc3339(since, "--since")?,
                 end: rfc3339(until, "--until")?,
             };
@@ -820,7 +820,7 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
         bail!("the window ends before it starts: --until must be after --since");
     }
     Ok(Settings::Metrics {
-        metrics: crate::metrics::MetricsSettings {
+        metrics: crate::commands::metrics::MetricsSettings {
             deployment,
             region: args.region,
             wait: args.wait,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::aws::metrics::Series;
+use crate::aws::cloudwatch::Series;
 use crate::bench::{Deployment, Group, Summary};
 
 pub fn write(dir: &Path) -> anyhow::Result<PathBuf> {

@@ -1,0 +1,139 @@
+//! One module per subcommand.
+
+pub mod cloud;
+pub mod metrics;
+pub mod settings;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench;
+use crate::exit;
+use crate::fleet::{artifact, deploy, exec as job};
+use crate::printer::{self, Renderer};
+use crate::record;
+use settings::Settings;
+
+/// Runs resolved settings; returns the process exit status.
+pub async fn run(settings: Settings) -> anyhow::Result<u8> {
+    let cancel = CancellationToken::new();
+    tokio::spawn(watch_ctrl_c(cancel.clone()));
+    match settings {
+        Settings::Exec(s) => {
+            let hosts = s.job.targets.iter().map(|t| t.host.clone()).collect();
+            let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir);
+            let (tx, rx) = mpsc::channel(4096);
+            let printer = tokio::spawn(renderer.run(rx));
+            job::run(s.job, tx, cancel.clone()).await;
+            let report = printer.await??;
+            Ok(exit::of_hosts(&report.tally(), cancel.is_cancelled()))
+        }
+        Settings::Deploy {
+            deploy,
+            record,
+            programs,
+        } => {
+            let mut blobs = artifact::programs(&deploy.plan.programs(), &programs)?;
+            blobs.extend(artifact::local_files(&deploy.plan.local_files())?);
+            let record = std::sync::Arc::new(record::RecordStore::open(
+                &record,
+                &deploy.plan.deployment,
+                deploy.known_hosts.path(),
+            )?);
+            deploy_hosts(*deploy, blobs, record, cancel).await
+        }
+        Settings::CloudDeploy(s) => cloud::deploy(*s, cancel).await,
+        Settings::Terminate {
+            deployment,
+            region,
+            timeout,
+            mode,
+            record,
+            known_hosts,
+        } => {
+            cloud::terminate(
+                &deployment,
+                region.as_deref(),
+                timeout,
+                mode,
+                &record,
+                &known_hosts,
+                cancel,
+            )
+            .await
+        }
+        Settings::Status {
+            deployment,
+            region,
+            json,
+            known_hosts,
+        } => cloud::status(&deployment, region.as_deref(), json, &known_hosts).await,
+        Settings::BenchInference(b) => bench::inference::run(b, cancel).await,
+        Settings::BenchClusters(b) => bench::clusters::run(*b, cancel).await,
+        Settings::Metrics {
+            metrics,
+            window,
+            out,
+            json,
+        } => {
+            let status = metrics::fetch(&metrics, window, &out, json, cancel).await?;
+            if !json {
+                println!(
+                    "metrics: {} (metrics.csv, metrics.json, charts, report.md)",
+                    out.display()
+                );
+            }
+            Ok(status)
+        }
+        Settings::Plan { plan, json } => {
+            printer::plan(&plan, json)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Deploys onto resolved hosts. The caller has built the programs and opened the record
+/// (local work first: a program that does not build, or a record that cannot be written,
+/// stops before any host is touched).
+pub(crate) async fn deploy_hosts(
+    s: settings::DeploySettings,
+    programs: std::collections::BTreeMap<String, artifact::Blob>,
+    record: std::sync::Arc<record::RecordStore>,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
+    let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
+        .per_host_lines()
+        .footer(s.footer);
+    let (tx, rx) = mpsc::channel(4096);
+    let printer = tokio::spawn(renderer.run(rx));
+    let job = deploy::DeployJob {
+        plan: s.plan,
+        targets: s.targets,
+        programs,
+        parallel: s.parallel,
+        ssh: s.ssh,
+        known_hosts: s.known_hosts,
+        record: record.clone(),
+        health_timeout: s.health_timeout,
+    };
+    deploy::run(job, tx, cancel.clone()).await;
+    let report = printer.await??;
+    record
+        .flush()
+        .await
+        .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
+    Ok(exit::of_hosts(&report.tally(), cancel.is_cancelled()))
+}
+
+/// First Ctrl-C: stop remote commands and report what was interrupted. Second: leave now.
+async fn watch_ctrl_c(cancel: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("agent: interrupted; stopping remote commands (Ctrl-C again to quit now)");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+    }
+}

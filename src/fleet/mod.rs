@@ -1,0 +1,5 @@
+//! Work on a fleet of hosts.
+
+pub mod artifact;
+pub mod deploy;
+pub mod exec;

@@ -1,0 +1,4 @@
+//! Results folders.
+
+pub mod chart;
+pub mod report;
