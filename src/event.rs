@@ -142,7 +142,7 @@ pub enum Event {
 pub enum CloudEvent {
     Resource {
         action: ResourceAction,
-        kind: crate::aws::resource::Kind,
+        kind: crate::resource::Kind,
         id: String,
         name: String,
     },
@@ -248,6 +248,20 @@ impl LineSplitter {
         let line = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial.clear();
         Some(line)
+    }
+}
+
+/// One line of the summary or of an error note.
+pub fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::TimedOut => match o.command_failure() {
+            Some(why) => format!("failed: {why}"),
+            None => "ok".into(),
+        },
+        Outcome::Unreachable { reason } => format!("unreachable: {reason}"),
+        Outcome::Interrupted => "interrupted".into(),
+        Outcome::Deployed => "ok".into(),
+        Outcome::Failed { stage, reason } => format!("failed at {}: {reason}", stage.name()),
     }
 }
 

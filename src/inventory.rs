@@ -126,7 +126,7 @@ pub fn load(path: &Path) -> Result<Vec<Host>, InventoryError> {
 fn parse(text: &str, path: &Path) -> Result<Vec<Host>, InventoryError> {
     let file: File = toml::from_str(text).map_err(|e| InventoryError::Parse {
         path: path.to_owned(),
-        message: crate::commands::settings::toml_error(text, &e),
+        message: crate::format::toml_error(text, &e),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |k: PathBuf| if k.is_absolute() { k } else { base.join(k) };
@@ -230,6 +230,17 @@ pub fn select(hosts: Vec<Host>, roles: &[String], names: &[String]) -> anyhow::R
         .filter(|h| roles.is_empty() || h.role.as_ref().is_some_and(|r| roles.contains(r)))
         .filter(|h| names.is_empty() || names.iter().any(|n| n == &h.name || n == &h.address))
         .collect())
+}
+
+/// How services are run on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// systemd is PID 1: units, `systemctl`, the journal.
+    Systemd,
+    /// No systemd (containers, the local fleet): agent starts each program under a restart
+    /// loop in its own session, with a pid file and a log file.
+    Supervisor,
 }
 
 #[cfg(test)]

@@ -36,12 +36,15 @@ pub mod commands;
 pub mod event;
 pub mod exit;
 pub mod fleet;
+pub mod format;
 pub mod inventory;
 pub mod plan;
 pub mod printer;
 pub mod record;
+pub mod resource;
 pub mod results;
 pub mod script;
+pub mod shell;
 pub mod spec;
 pub mod transport;
 

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::script::step::Init;
+use crate::inventory::Init;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -25,7 +25,7 @@ pub struct Record {
     pub hosts: BTreeMap<String, HostRecord>,
     /// Cloud resources this deployment created, each saved before the next was created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resources: Vec<crate::aws::resource::Resource>,
+    pub resources: Vec<crate::resource::Resource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ impl RecordStore {
     }
 
     /// Adds a created cloud resource and returns once it is on disk.
-    pub async fn commit_resource(&self, resource: crate::aws::resource::Resource) -> std::io::Result<()> {
+    pub async fn commit_resource(&self, resource: crate::resource::Resource) -> std::io::Result<()> {
         let mine = {
             let mut state = self.lock();
             let list = &mut state.record.resources;
@@ -128,7 +128,7 @@ impl RecordStore {
         self.save_from(mine).await
     }
 
-    pub fn resources(&self) -> Vec<crate::aws::resource::Resource> {
+    pub fn resources(&self) -> Vec<crate::resource::Resource> {
         self.lock().record.resources.clone()
     }
 

@@ -135,7 +135,7 @@ impl Spec {
             origin: origin.to_owned(),
             message,
         };
-        let spec: Spec = toml::from_str(text).map_err(|e| invalid(crate::commands::settings::toml_error(text, &e)))?;
+        let spec: Spec = toml::from_str(text).map_err(|e| invalid(crate::format::toml_error(text, &e)))?;
         spec.check().map_err(invalid)?;
         Ok(spec)
     }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::format;
 use load::{Event, Outcome, Sample, Stream};
 
 /// What the report says of the deployment measured.
@@ -281,8 +282,8 @@ impl Run {
         Summary {
             kind: self.kind.to_owned(),
             target: self.target.clone(),
-            started: rfc3339(self.started),
-            ended: rfc3339(self.started + self.elapsed),
+            started: format::rfc3339(self.started),
+            ended: format::rfc3339(self.started + self.elapsed),
             seconds,
             interrupted: self.interrupted,
             planned: self.streams.iter().map(Stream::requests).sum(),
@@ -384,12 +385,6 @@ fn csv(s: &str) -> String {
     }
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    aws_smithy_types::DateTime::from(t)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
-}
-
 impl Group {
     pub const HEADER: [&'static str; 9] = [
         "group",
@@ -487,14 +482,7 @@ impl Summary {
 
 /// Where results go by default: `PARENT/KIND-YYYYMMDD-HHMMSS` under the current directory.
 pub fn default_out(parent: &str, kind: &str, started: SystemTime) -> PathBuf {
-    let stamp = rfc3339(started).replace(['-', ':'], "");
-    let stamp = stamp
-        .trim_end_matches('Z')
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .replace('T', "-");
-    PathBuf::from(parent).join(format!("{kind}-{stamp}"))
+    PathBuf::from(parent).join(format!("{kind}-{}", format::stamp(started)))
 }
 
 /// The end of every bench: summarise, save into `out` (default `bench/KIND-…`); the summary

@@ -9,11 +9,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::settings::{
-    self, CloudDeploySettings, DeploySettings, ExecSettings, OutputSettings, Settings, parse_duration,
-};
+use crate::commands::settings::{CloudDeploySettings, DeploySettings, ExecSettings, OutputSettings, Settings};
 use crate::fleet::artifact::ProgramSource;
 use crate::fleet::exec::{ExecJob, Target};
+use crate::format::{self, parse_duration};
 use crate::inventory::{self, Host, Transport};
 use crate::plan;
 use crate::printer::Mode;
@@ -554,11 +553,11 @@ fn record_path(name: &str, cloud: bool) -> PathBuf {
     } else {
         format!("{name}.json")
     };
-    settings::state_dir().join("deployments").join(file)
+    state_dir().join("deployments").join(file)
 }
 
 fn cloud_known_hosts(deployment: &str) -> PathBuf {
-    settings::state_dir()
+    state_dir()
         .join("deployments")
         .join(format!("{deployment}.known_hosts"))
 }
@@ -833,9 +832,19 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
 
 /// Unix seconds of an RFC 3339 time.
 fn rfc3339(s: &str, what: &str) -> anyhow::Result<i64> {
-    aws_smithy_types::DateTime::from_str(s.trim(), aws_smithy_types::date_time::Format::DateTime)
-        .map(|t| t.secs())
-        .map_err(|_| anyhow::anyhow!("{what} {s:?} is not an RFC 3339 time (e.g. 2026-11-22T14:00:00Z)"))
+    format::parse_rfc3339(s)
+        .ok_or_else(|| anyhow::anyhow!("{what} {s:?} is not an RFC 3339 time (e.g. 2026-11-22T14:00:00Z)"))
+}
+
+/// `$XDG_STATE_HOME/agent` (default `~/.local/state/agent`): logs and ad-hoc known hosts.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("agent");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/agent")
 }
 
 /// `--model`: a URL the workers fetch from, or a local model folder whose files are uploaded.
@@ -1007,7 +1016,7 @@ fn resolve_targets(args: &HostArgs, loaded: Option<Vec<Host>>) -> anyhow::Result
     let path = match (&args.known_hosts, &args.inventory) {
         (Some(p), _) => p.clone(),
         (None, Some(inv)) => known_hosts_beside(inv),
-        (None, None) => settings::state_dir().join("known_hosts"),
+        (None, None) => state_dir().join("known_hosts"),
     };
     Ok((targets, Arc::new(KnownHosts::new(path, repin))))
 }
@@ -1035,7 +1044,11 @@ fn resolve_output(args: &OutputArgs, kind: &str, title: String) -> OutputSetting
     let log_dir = match (&args.log_dir, args.no_logs) {
         (_, true) => None,
         (Some(d), false) => Some(d.clone()),
-        (None, false) => Some(settings::state_dir().join("logs").join(settings::run_name(kind))),
+        (None, false) => Some(state_dir().join("logs").join(format!(
+            "{}-{kind}-{}",
+            format::stamp(SystemTime::now()),
+            std::process::id()
+        ))),
     };
     OutputSettings { mode, log_dir, title }
 }

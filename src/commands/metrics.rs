@@ -218,7 +218,7 @@ fn save(series: &[Series], out: &Path) -> anyhow::Result<()> {
                     q.stat,
                     dims.join(" "),
                     q.label,
-                    crate::bench::rfc3339(UNIX_EPOCH + Duration::from_secs(*t as u64)),
+                    crate::format::rfc3339(UNIX_EPOCH + Duration::from_secs(*t as u64)),
                     v
                 )?;
             }

@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Event, HostId, Outcome, Stage, StepStatus};
 use crate::fleet::artifact::{Blob, sha256_hex};
 use crate::fleet::exec::{Connection, Target};
+use crate::inventory::Init;
 use crate::plan::{HealthCheck, HostPlan, Plan, Source};
 use crate::record::RecordStore;
 use crate::script::RemoteCommand;
-use crate::script::step::{self, Facts, Init, ServiceActions, Upload};
+use crate::script::step::{self, Facts, ServiceActions, Upload};
 use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::known_hosts::KnownHosts;
 use crate::transport::{Output, Payload, Session};
@@ -83,7 +84,7 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 key: &key,
             };
             let outcome = host.deploy(&target).await;
-            let result = crate::printer::describe(&outcome);
+            let result = crate::event::describe(&outcome);
             shared.record.note(&key, |h| h.result = Some(result));
             let _ = tx
                 .send(Event::Finished {
@@ -614,7 +615,7 @@ impl HostRun<'_> {
             other => {
                 let reason = other
                     .command_failure()
-                    .unwrap_or_else(|| crate::printer::describe(&other));
+                    .unwrap_or_else(|| crate::event::describe(&other));
                 Err(self.fail(stage, reason, started).await)
             }
         }

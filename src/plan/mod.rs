@@ -427,7 +427,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, unit
         script: format!(
             "{}/{bin} head {} --seed {HEAD_SEED}",
             unit::BIN_DIR,
-            crate::script::quote(dir)
+            crate::shell::quote(dir)
         ),
         restarts: units.to_vec(),
         limit_secs: 120,
@@ -438,7 +438,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, unit
 /// Downloads the model files once: into a fresh folder beside the target, renamed into
 /// place only when every file arrived whole, so a cut download is never mistaken for a model.
 fn fetch_script(url: &str, dir: &str) -> String {
-    use crate::script::quote;
+    use crate::shell::quote;
     let files: Vec<String> = agent_protocol::model::FILES.iter().map(|f| quote(f)).collect();
     format!(
         "set -e\n\

@@ -101,7 +101,7 @@ impl ServiceUnit {
         let command = std::iter::once(Word::Literal(format!("{BIN_DIR}/{}", self.binary)))
             .chain(self.args.iter().cloned())
             .map(|w| match w {
-                Word::Literal(s) => crate::script::quote(&s),
+                Word::Literal(s) => crate::shell::quote(&s),
                 Word::Specifier("%i") => "\"$1\"".to_owned(),
                 Word::Specifier(other) => panic!("no shell equivalent for the specifier {other}"),
             })
@@ -111,7 +111,7 @@ impl ServiceUnit {
             deployment: &self.deployment,
             binary: &self.binary,
             per_port: self.per_port,
-            env_file: crate::script::quote(&self.env_file()),
+            env_file: crate::shell::quote(&self.env_file()),
             command,
         }
         .render()

@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::event::{Event, HostId, Outcome, Stage, StepStatus, Stream};
+use crate::event::{Event, HostId, Outcome, Stage, StepStatus, Stream, describe};
 use crate::exit::Tally;
 use crate::inventory::Host;
 
@@ -458,20 +458,6 @@ pub fn terminated(mode: Mode, deployment: &str, region: &str, deleted: usize) ->
             out,
             "removed {deleted} resources of deployment {deployment} in {region}"
         )
-    }
-}
-
-/// One line of the summary or of an error note.
-pub fn describe(o: &Outcome) -> String {
-    match o {
-        Outcome::Exited { .. } | Outcome::Signaled { .. } | Outcome::TimedOut => match o.command_failure() {
-            Some(why) => format!("failed: {why}"),
-            None => "ok".into(),
-        },
-        Outcome::Unreachable { reason } => format!("unreachable: {reason}"),
-        Outcome::Interrupted => "interrupted".into(),
-        Outcome::Deployed => "ok".into(),
-        Outcome::Failed { stage, reason } => format!("failed at {}: {reason}", stage.name()),
     }
 }
 

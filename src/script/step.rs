@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::inventory::Init;
 use crate::plan::{HostPlan, ServicePlan, SetupPlan};
-use crate::script::{RemoteCommand, quote};
+use crate::script::RemoteCommand;
+use crate::shell::quote;
 
 /// Where agent's supervisor keeps pid files and logs on hosts without systemd.
 pub const SUPERVISOR_RUN_DIR: &str = "/var/lib/agent/run";
@@ -26,17 +28,6 @@ pub const PACKAGES_LIMIT: Duration = Duration::from_secs(900);
 pub const SERVICES_LIMIT: Duration = Duration::from_secs(120);
 /// How long apt waits for another apt (unattended-upgrades at boot) to release the dpkg lock.
 const DPKG_LOCK_WAIT: u32 = 300;
-
-/// How services are run on a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    /// systemd is PID 1: units, `systemctl`, the journal.
-    Systemd,
-    /// No systemd (containers, the local fleet): agent starts each program under a restart
-    /// loop in its own session, with a pid file and a log file.
-    Supervisor,
-}
 
 /// What the inspect script found on a host, in one round trip.
 #[derive(Debug, Clone, PartialEq, Eq)]
