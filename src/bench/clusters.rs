@@ -3,43 +3,18 @@
 //! then sends 1000 more; every thread of every cluster runs at once. `scale` multiplies the
 //! counts and the pause, for quick runs.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::Method;
 use hyper::body::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::load::{Phase, Read, Stream};
-use super::{Deployment, Run};
 
 /// The lab's counts and pause at scale 1.
 const A_REQUESTS: f64 = 1000.0;
 const B_FIRST: f64 = 500.0;
 const B_PAUSE_SECS: f64 = 60.0;
 const B_SECOND: f64 = 1000.0;
-
-#[derive(Debug, Clone)]
-pub struct ClustersBench {
-    /// The load balancer, `http://host:port` (on EC2 found from the deployment when absent).
-    pub base: Option<String>,
-    /// The spec's routes: (path, role).
-    pub routes: Vec<(String, String)>,
-    /// Each cluster's path and the instances that should answer it (empty: unknown).
-    pub clusters: Vec<(String, BTreeSet<String>)>,
-    pub scale: f64,
-    /// Thread B's pause [default: 60 s × scale].
-    pub pause: Option<Duration>,
-    pub timeout: Duration,
-    pub out: Option<PathBuf>,
-    pub json: bool,
-    pub deployment: Deployment,
-    /// The EC2 deployment: load balancer, instances, and CloudWatch afterwards.
-    pub ec2: Option<crate::commands::metrics::MetricsSettings>,
-    /// On EC2: fetch the metrics over the bench's window afterwards.
-    pub metrics: bool,
-}
 
 /// The lab's threads for each cluster path, as pure data.
 pub fn streams(base: &str, paths: &[String], scale: f64, pause: Option<Duration>) -> anyhow::Result<Vec<Stream>> {
@@ -71,7 +46,7 @@ pub fn streams(base: &str, paths: &[String], scale: f64, pause: Option<Duration>
 }
 
 /// The web app answers `Instance ID is responding now!`.
-fn reading(body: &[u8]) -> Result<Read<'_>, String> {
+pub fn reading(body: &[u8]) -> Result<Read<'_>, String> {
     let id = std::str::from_utf8(body).ok().and_then(agent_protocol::responder);
     match id {
         Some(id) => Ok(Read {
@@ -83,43 +58,6 @@ fn reading(body: &[u8]) -> Result<Read<'_>, String> {
             String::from_utf8_lossy(body).chars().take(60).collect::<String>()
         )),
     }
-}
-
-pub async fn run(mut b: ClustersBench, cancel: CancellationToken) -> anyhow::Result<u8> {
-    // On EC2: one connection and one lookup for the bench and the metrics after it.
-    let mut ec2 = None;
-    if let Some(m) = &b.ec2 {
-        let aws = crate::aws::Aws::connect(m.region.as_deref()).await?;
-        let found = crate::commands::cloud::bench_target(&aws, &m.deployment, &b.routes).await?;
-        b.base = b.base.or(found.url);
-        b.clusters = found.clusters;
-        b.deployment = crate::bench::Deployment {
-            description: b.deployment.description,
-            ..found.deployment
-        };
-        ec2 = Some((m, aws, found.targets));
-    }
-    let Some(base) = b.base.clone() else {
-        anyhow::bail!("no load balancer to bench: pass --url http://HOST or -i INVENTORY");
-    };
-    let paths: Vec<String> = b.clusters.iter().map(|(p, _)| p.clone()).collect();
-    let streams = streams(&base, &paths, b.scale, b.pause)?;
-    let mut run: Run = super::drive("clusters", base, streams, reading, b.timeout, b.json, cancel.clone()).await;
-    run.expected = b.clusters.iter().cloned().collect::<BTreeMap<_, _>>();
-    let (summary, out) = super::conclude(&run, &b.deployment, b.out.clone())?;
-    let mut status = summary.exit_status();
-    if let Some((m, aws, targets)) = &ec2
-        && b.metrics
-        && !run.interrupted
-    {
-        let window = crate::commands::metrics::Window::around(run.started, run.elapsed);
-        let fetched = crate::commands::metrics::collect(aws, targets, m, window, &out, b.json, cancel).await?;
-        if fetched != 0 && status == 0 {
-            status = fetched;
-        }
-    }
-    super::print(&summary, &out, b.json)?;
-    Ok(status)
 }
 
 #[cfg(test)]

@@ -3,41 +3,21 @@
 //! on its own connection); the answers are checked (probabilities that sum to 1) and kept
 //! like the clusters bench's: per request, per worker process, charts and report.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use agent_protocol::Served;
 use hyper::Method;
 use hyper::body::Bytes;
-use tokio_util::sync::CancellationToken;
 
-use super::Deployment;
 use super::load::{Phase, Read, Stream};
 
-#[derive(Debug, Clone)]
-pub struct InferenceBench {
-    /// The orchestrator, `http://host:port`.
-    pub url: String,
-    pub concurrency: usize,
-    pub requests: usize,
-    /// Classified by every request; `None`: an empty body, the worker's random lab text.
-    pub text: Option<String>,
-    /// Per request, queueing included.
-    pub timeout: Duration,
-    pub json: bool,
-    pub out: Option<PathBuf>,
-    pub deployment: Deployment,
-}
-
 /// C clients sharing N requests as evenly as whole requests allow.
-pub fn streams(b: &InferenceBench) -> anyhow::Result<Vec<Stream>> {
-    let url = format!("{}{}", b.url.trim_end_matches('/'), agent_protocol::NEW_REQUEST_PATH);
-    let url: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("--url {}: {e}", b.url))?;
-    let body = match &b.text {
-        Some(t) => Bytes::from(serde_json::to_vec(&agent_protocol::RunModel { text: t.clone() })?),
+pub fn streams(base: &str, concurrency: usize, requests: usize, text: Option<&str>) -> anyhow::Result<Vec<Stream>> {
+    let url = format!("{}{}", base.trim_end_matches('/'), agent_protocol::NEW_REQUEST_PATH);
+    let url: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("--url {base}: {e}"))?;
+    let body = match text {
+        Some(t) => Bytes::from(serde_json::to_vec(&agent_protocol::RunModel { text: t.to_owned() })?),
         None => Bytes::new(),
     };
-    let clients = b.concurrency.clamp(1, b.requests.max(1));
+    let clients = concurrency.clamp(1, requests.max(1));
     Ok((0..clients)
         .map(|i| Stream {
             name: format!("client {}", i + 1),
@@ -46,14 +26,14 @@ pub fn streams(b: &InferenceBench) -> anyhow::Result<Vec<Stream>> {
             url: url.clone(),
             body: body.clone(),
             phases: vec![Phase::Requests(
-                b.requests / clients + usize::from(i < b.requests % clients),
+                requests / clients + usize::from(i < requests % clients),
             )],
         })
         .collect())
 }
 
 /// An orchestrator answer: the worker's probabilities (which must sum to 1), who served it.
-fn reading(body: &[u8]) -> Result<Read<'_>, String> {
+pub fn reading(body: &[u8]) -> Result<Read<'_>, String> {
     let served: Served = serde_json::from_slice(body).map_err(|e| format!("not an orchestrator answer: {e}"))?;
     let p = &served.result.probabilities;
     let sum: f64 = p.iter().sum();
@@ -67,38 +47,18 @@ fn reading(body: &[u8]) -> Result<Read<'_>, String> {
     })
 }
 
-/// Runs the bench, saves the results, prints the summary (text or JSON). Exit 0 when every
-/// request was answered with probabilities, 2 when some failed, 130 when interrupted.
-pub async fn run(b: InferenceBench, cancel: CancellationToken) -> anyhow::Result<u8> {
-    let streams = streams(&b)?;
-    let run = super::drive("inference", b.url.clone(), streams, reading, b.timeout, b.json, cancel).await;
-    let (summary, out) = super::conclude(&run, &b.deployment, b.out.clone())?;
-    super::print(&summary, &out, b.json)?;
-    Ok(summary.exit_status())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn clients_share_the_requests() {
-        let b = InferenceBench {
-            url: "http://10.0.0.5".into(),
-            concurrency: 15,
-            requests: 50,
-            text: None,
-            timeout: Duration::from_secs(60),
-            json: false,
-            out: None,
-            deployment: Deployment::default(),
-        };
-        let s = streams(&b).unwrap();
+        let s = streams("http://10.0.0.5", 15, 50, None).unwrap();
         assert_eq!(s.len(), 15);
         assert_eq!(s.iter().map(Stream::requests).sum::<usize>(), 50);
         assert_eq!((s[0].requests(), s[14].requests()), (4, 3));
         assert_eq!(s[0].url, "http://10.0.0.5/new_request");
-        let few = streams(&InferenceBench { requests: 3, ..b }).unwrap();
+        let few = streams("http://10.0.0.5", 15, 3, None).unwrap();
         assert_eq!(few.len(), 3);
     }
 

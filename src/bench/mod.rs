@@ -14,12 +14,10 @@ pub mod inference;
 pub mod load;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use agent_protocol::Percentiles;
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -61,36 +59,42 @@ pub struct Run {
     pub expected: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// Sends the streams with progress bars (on a TTY) and collects every sample.
+/// Where a run's progress goes as it happens (the printer draws it).
+pub trait Watch: Sync {
+    /// Stream `stream` got an answer (`ok`: a good one).
+    fn sent(&self, stream: usize, ok: bool);
+    fn pausing(&self, stream: usize, pause: Duration);
+    fn done(&self, stream: usize);
+}
+
+/// Sends the streams, telling `watch` of the progress, and collects every sample.
 pub async fn drive(
     kind: &'static str,
     target: String,
     streams: Vec<Stream>,
     reading: load::Reading,
     timeout: Duration,
-    quiet: bool,
+    watch: &dyn Watch,
     cancel: CancellationToken,
 ) -> Run {
     let (tx, mut rx) = mpsc::channel(4096);
     let started = SystemTime::now();
     let clock = Instant::now();
-    let bars = Bars::new(&streams, quiet);
     let load = tokio::spawn(load::run(streams.clone(), reading, timeout, clock, tx, cancel.clone()));
     let mut samples = Vec::with_capacity(streams.iter().map(Stream::requests).sum());
     while let Some(e) = rx.recv().await {
         match e {
             Event::Samples(batch) => {
                 for s in &batch {
-                    bars.sent(s.stream, s.ok());
+                    watch.sent(s.stream, s.ok());
                 }
                 samples.extend(batch);
             }
-            Event::Pausing(i, d) => bars.pausing(i, d),
-            Event::Done(i) => bars.done(i),
+            Event::Pausing(i, d) => watch.pausing(i, d),
+            Event::Done(i) => watch.done(i),
         }
     }
     let _ = load.await;
-    bars.clear();
     Run {
         kind,
         target,
@@ -101,83 +105,6 @@ pub async fn drive(
         interrupted: cancel.is_cancelled(),
         expected: BTreeMap::new(),
     }
-}
-
-/// One progress bar per stream on a TTY; otherwise a line per pause and per finished stream
-/// on stderr; nothing with `quiet` (JSON output).
-struct Bars {
-    multi: Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>)>,
-    names: Vec<String>,
-    quiet: bool,
-}
-
-impl Bars {
-    fn new(streams: &[Stream], quiet: bool) -> Bars {
-        use std::io::IsTerminal;
-        let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
-        if quiet || !std::io::stderr().is_terminal() {
-            return Bars {
-                multi: None,
-                names,
-                quiet,
-            };
-        }
-        let multi = indicatif::MultiProgress::new();
-        let width = names.iter().map(String::len).max().unwrap_or(0);
-        let style = indicatif::ProgressStyle::with_template(&format!(
-            "{{prefix:<{width}}} {{bar:30}} {{pos:>5}}/{{len}} {{msg}}"
-        ))
-        .expect("valid template");
-        let bars = streams
-            .iter()
-            .map(|s| {
-                let bar = multi.add(indicatif::ProgressBar::new(s.requests() as u64));
-                bar.set_style(style.clone());
-                bar.set_prefix(s.name.clone());
-                bar
-            })
-            .collect();
-        Bars {
-            multi: Some((multi, bars)),
-            names,
-            quiet,
-        }
-    }
-
-    fn sent(&self, i: usize, ok: bool) {
-        if let Some((_, bars)) = &self.multi {
-            bars[i].inc(1);
-            if !ok {
-                bars[i].set_message("errors");
-            }
-        }
-    }
-
-    fn pausing(&self, i: usize, d: Duration) {
-        match &self.multi {
-            Some((_, bars)) => bars[i].set_message(format!("pausing {}", seconds(d))),
-            None if !self.quiet => eprintln!("{}: pausing {}", self.names[i], seconds(d)),
-            None => {}
-        }
-    }
-
-    fn done(&self, i: usize) {
-        match &self.multi {
-            Some((_, bars)) => bars[i].set_message("done"),
-            None if !self.quiet => eprintln!("{}: done", self.names[i]),
-            None => {}
-        }
-    }
-
-    fn clear(self) {
-        if let Some((multi, _)) = self.multi {
-            let _ = multi.clear();
-        }
-    }
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64().round())
 }
 
 /// What `summary.json` holds.
@@ -417,16 +344,9 @@ impl Group {
 }
 
 impl Summary {
-    /// Exit status: 0 all answered as expected, 2 errors or answers from the wrong
-    /// instances, 130 interrupted.
-    pub fn exit_status(&self) -> u8 {
-        if self.interrupted {
-            crate::exit::INTERRUPTED
-        } else if self.sent > self.ok || self.groups.iter().any(|g| !g.unexpected.is_empty()) {
-            crate::exit::FAILED
-        } else {
-            0
-        }
+    /// Every request sent was answered, each by an instance of its own group.
+    pub fn as_expected(&self) -> bool {
+        self.sent == self.ok && self.groups.iter().all(|g| g.unexpected.is_empty())
     }
 
     /// The table printed at the end.
@@ -483,54 +403,6 @@ impl Summary {
 /// Where results go by default: `PARENT/KIND-YYYYMMDD-HHMMSS` under the current directory.
 pub fn default_out(parent: &str, kind: &str, started: SystemTime) -> PathBuf {
     PathBuf::from(parent).join(format!("{kind}-{}", format::stamp(started)))
-}
-
-/// The end of every bench: summarise, save into `out` (default `bench/KIND-…`); the summary
-/// and the folder.
-pub fn conclude(run: &Run, deployment: &Deployment, out: Option<PathBuf>) -> anyhow::Result<(Summary, PathBuf)> {
-    let summary = run.summary();
-    let out = out.unwrap_or_else(|| default_out("bench", run.kind, run.started));
-    save(run, &summary, deployment, &out)?;
-    Ok((summary, out))
-}
-
-/// The summary on stdout: the table, or one JSON object.
-pub fn print(summary: &Summary, out: &Path, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(summary)?);
-    } else {
-        print!("{}", summary.text());
-        println!(
-            "results: {} (report.md, requests.csv, summary.json, charts)",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
-/// Writes requests.csv, summary.json, the charts and report.md into `dir` (created).
-pub fn save(run: &Run, summary: &Summary, deployment: &Deployment, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut files = Vec::new();
-    let path = dir.join("requests.csv");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?,
-    );
-    run.write_csv(&mut f)
-        .and_then(|()| f.flush())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    files.push(path);
-    let path = dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(summary)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    files.push(path);
-    let path = dir.join("deployment.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(deployment)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    files.push(path);
-    files.extend(crate::results::chart::bench(run, summary, dir)?);
-    files.push(crate::results::report::write(dir)?);
-    Ok(files)
 }
 
 #[cfg(test)]
@@ -620,7 +492,7 @@ mod tests {
         assert_eq!(c2.unexpected, ["x"]);
         assert_eq!(c2.missing, ["y"]);
         assert_eq!(s.streams[1].last_s, Some(0.1));
-        assert_eq!(s.exit_status(), crate::exit::FAILED);
+        assert!(!s.as_expected());
 
         let mut csv = Vec::new();
         run.write_csv(&mut csv).unwrap();
@@ -638,7 +510,7 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         assert_eq!(
             default_out("bench", "clusters", t),
-            Path::new("bench/clusters-20261118-110640")
+            std::path::Path::new("bench/clusters-20261118-110640")
         );
     }
 }

@@ -642,7 +642,9 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
     })
 }
 
-fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<crate::bench::inference::InferenceBench> {
+fn resolve_bench_inference(
+    args: BenchInferenceArgs,
+) -> anyhow::Result<crate::commands::bench_inference::InferenceBench> {
     let mut deployment = crate::bench::Deployment::default();
     let url = match (args.url, &args.inventory) {
         (Some(url), _) => {
@@ -668,13 +670,13 @@ fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<crate::be
         }
         (None, None) => bail!("which orchestrator? pass --url http://HOST or -i INVENTORY"),
     };
-    Ok(crate::bench::inference::InferenceBench {
+    Ok(crate::commands::bench_inference::InferenceBench {
         url,
         concurrency: usize::from(args.concurrency),
         requests: args.requests as usize,
         text: args.text,
         timeout: args.timeout,
-        json: args.json,
+        mode: output_mode(args.json),
         out: args.out,
         deployment,
     })
@@ -699,7 +701,7 @@ fn fleet_deployment(spec: &Spec, inventory: &Path, hosts: &[Host]) -> crate::ben
     }
 }
 
-fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::bench::clusters::ClustersBench> {
+fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::commands::bench_clusters::ClustersBench> {
     if !(args.scale.is_finite() && args.scale > 0.0 && args.scale <= 100.0) {
         bail!(
             "--scale {}: give a factor above 0 and at most 100 (0.01 for a quick run)",
@@ -768,7 +770,7 @@ fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::benc
             })
         })
         .transpose()?;
-    Ok(crate::bench::clusters::ClustersBench {
+    Ok(crate::commands::bench_clusters::ClustersBench {
         base,
         routes: balancer
             .routes
@@ -780,7 +782,7 @@ fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::benc
         pause: args.pause,
         timeout: args.timeout,
         out: args.out,
-        json: args.json,
+        mode: output_mode(args.json),
         deployment,
         ec2,
         metrics: !args.no_metrics,
@@ -826,7 +828,7 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
         },
         window,
         out,
-        json: args.json,
+        mode: output_mode(args.json),
     })
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::cloudwatch::{self, Query, Series, Targets};
 use crate::aws::{Aws, launch, teardown};
+use crate::printer::{self, Mode};
 
 #[derive(Debug, Clone)]
 pub struct MetricsSettings {
@@ -73,7 +74,7 @@ pub async fn fetch(
     m: &MetricsSettings,
     window: Window,
     out: &Path,
-    quiet: bool,
+    mode: Mode,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
     let aws = Aws::connect(m.region.as_deref()).await?;
@@ -85,7 +86,7 @@ pub async fn fetch(
             aws.region
         );
     }
-    collect(&aws, &targets, m, window, out, quiet, cancel).await
+    collect(&aws, &targets, m, window, out, mode, cancel).await
 }
 
 /// Fetches the targets' series, waits for coverage, saves into `out`; exit status 0, or 2 when
@@ -96,13 +97,13 @@ pub async fn collect(
     m: &MetricsSettings,
     window: Window,
     out: &Path,
-    quiet: bool,
+    mode: Mode,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
     let queries = cloudwatch::queries(targets);
     let (start, end) = window.query_span();
     let deadline = tokio::time::Instant::now() + m.wait;
-    let bar = progress(quiet);
+    let waiting = printer::Waiting::new(mode);
     let waited = tokio::time::Instant::now();
     let mut series;
     loop {
@@ -115,12 +116,8 @@ pub async fn collect(
             waited.elapsed().as_secs_f64(),
             m.wait.as_secs_f64()
         );
-        match &bar {
-            Some(bar) => bar.set_message(line),
-            // Off a terminal, a line per poll (every 20 s), none once covered.
-            None if !quiet && done < due.len() => eprintln!("agent: {line}"),
-            None => {}
-        }
+        // Off a terminal, a line per poll (every 20 s), none once covered.
+        waiting.update(&line, done == due.len());
         if done == due.len() || cancel.is_cancelled() {
             break;
         }
@@ -133,9 +130,7 @@ pub async fn collect(
             () = cancel.cancelled() => break,
         }
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    waiting.finish();
     save(&series, out)?;
     crate::results::chart::metrics(&series, window.start, out)?;
     crate::results::report::write(out)?;
@@ -148,31 +143,20 @@ pub async fn collect(
         return Ok(0);
     }
     if !cancel.is_cancelled() {
-        eprintln!(
-            "agent: CloudWatch had not posted data up to the bench's end for {} series after {:.0} s ({}); saved what it had: run `agent metrics {} --bench {}` again later",
+        printer::notice(&format!(
+            "CloudWatch had not posted data up to the bench's end for {} series after {:.0} s ({}); saved what it had: run `agent metrics {} --bench {}` again later",
             missing.len(),
             m.wait.as_secs_f64(),
             missing.join(", "),
             m.deployment,
             out.display()
-        );
+        ));
     }
     Ok(if cancel.is_cancelled() {
         crate::exit::INTERRUPTED
     } else {
         crate::exit::FAILED
     })
-}
-
-/// A spinner on a terminal; `None` off one (plain lines) or with `quiet`.
-fn progress(quiet: bool) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if quiet || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
 }
 
 /// The deployment's instances, load balancer and target groups, found by tag.

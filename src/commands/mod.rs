@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench_clusters;
+pub mod bench_inference;
 pub mod cloud;
 pub mod metrics;
 pub mod settings;
@@ -69,21 +71,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             json,
             known_hosts,
         } => cloud::status(&deployment, region.as_deref(), json, &known_hosts).await,
-        Settings::BenchInference(b) => bench::inference::run(b, cancel).await,
-        Settings::BenchClusters(b) => bench::clusters::run(*b, cancel).await,
+        Settings::BenchInference(b) => bench_inference::run(b, cancel).await,
+        Settings::BenchClusters(b) => bench_clusters::run(*b, cancel).await,
         Settings::Metrics {
             metrics,
             window,
             out,
-            json,
+            mode,
         } => {
-            let status = metrics::fetch(&metrics, window, &out, json, cancel).await?;
-            if !json {
-                println!(
-                    "metrics: {} (metrics.csv, metrics.json, charts, report.md)",
-                    out.display()
-                );
-            }
+            let status = metrics::fetch(&metrics, window, &out, mode, cancel).await?;
+            printer::metrics_saved(&out, mode)?;
             Ok(status)
         }
         Settings::Plan { plan, json } => {
@@ -135,5 +132,30 @@ async fn watch_ctrl_c(cancel: CancellationToken) {
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(i32::from(exit::INTERRUPTED));
         }
+    }
+}
+
+/// The end of every bench: summarise, save into `out` (default `bench/KIND-…`); the summary
+/// and the folder.
+fn conclude(
+    run: &bench::Run,
+    deployment: &bench::Deployment,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<(bench::Summary, std::path::PathBuf)> {
+    let summary = run.summary();
+    let out = out.unwrap_or_else(|| bench::default_out("bench", run.kind, run.started));
+    crate::results::bench::save(run, &summary, deployment, &out)?;
+    Ok((summary, out))
+}
+
+/// A bench's exit: 0 all answered as expected, 2 errors or answers from the wrong
+/// instances, 130 interrupted.
+fn bench_exit(summary: &bench::Summary) -> u8 {
+    if summary.interrupted {
+        exit::INTERRUPTED
+    } else if summary.as_expected() {
+        exit::OK
+    } else {
+        exit::FAILED
     }
 }

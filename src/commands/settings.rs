@@ -33,15 +33,15 @@ pub enum Settings {
         known_hosts: PathBuf,
     },
     /// Load the inference deployment's orchestrator and summarise.
-    BenchInference(crate::bench::inference::InferenceBench),
+    BenchInference(super::bench_inference::InferenceBench),
     /// The course's Lab 1 benchmark against the load balancer.
-    BenchClusters(Box<crate::bench::clusters::ClustersBench>),
+    BenchClusters(Box<super::bench_clusters::ClustersBench>),
     /// CloudWatch metrics over a window, saved into `out`.
     Metrics {
         metrics: crate::commands::metrics::MetricsSettings,
         window: crate::commands::metrics::Window,
         out: PathBuf,
-        json: bool,
+        mode: Mode,
     },
     Status {
         deployment: String,

@@ -1,6 +1,8 @@
 //! The one printer. It consumes [`Event`]s and owns stdout/stderr: live prefixed lines, a
 //! progress bar on a TTY, NDJSON with `--json`, per-host log files, and the final summary.
 
+pub mod bench;
+
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -647,6 +649,58 @@ impl LastWait {
         }
         self.0 = Some((what.clone(), *done, *total));
         true
+    }
+}
+
+/// One line on stderr for the operator, outside any run's events (Ctrl-C, what was left).
+pub fn notice(text: &str) {
+    eprintln!("agent: {text}");
+}
+
+/// Where `agent metrics` saved its files (nothing with JSON: stdout stays data).
+pub fn metrics_saved(out: &std::path::Path, mode: Mode) -> io::Result<()> {
+    if mode != Mode::Json {
+        writeln!(
+            io::stdout().lock(),
+            "metrics: {} (metrics.csv, metrics.json, charts, report.md)",
+            out.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// A wait shown as it goes: a spinner on a terminal, a line per update otherwise (none once
+/// `done`), nothing with JSON.
+pub struct Waiting {
+    bar: Option<ProgressBar>,
+    lines: bool,
+}
+
+impl Waiting {
+    pub fn new(mode: Mode) -> Waiting {
+        let bar = matches!(mode, Mode::Tty { .. }).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Waiting {
+            bar,
+            lines: mode == Mode::Plain,
+        }
+    }
+
+    pub fn update(&self, text: &str, done: bool) {
+        match &self.bar {
+            Some(bar) => bar.set_message(text.to_owned()),
+            None if self.lines && !done => notice(text),
+            None => {}
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

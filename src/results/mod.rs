@@ -1,4 +1,5 @@
 //! Results folders.
 
+pub mod bench;
 pub mod chart;
 pub mod report;
