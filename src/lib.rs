@@ -29,6 +29,8 @@
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod aws;
 pub mod bench;
 pub mod cli;
@@ -39,6 +41,8 @@ pub mod fleet;
 pub mod format;
 pub mod inventory;
 pub mod plan;
+// The one module that writes to the terminal.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod printer;
 pub mod record;
 pub mod resource;

@@ -1,3 +1,9 @@
+//! `agent`'s entry: parse, resolve, run, and map the result to an exit status. An error is
+//! printed here, once, as one line with its causes (`{:#}`); everything else prints through
+//! the printer.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,8 +17,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("agent: {e:#}");
-            ExitCode::FAILURE
+            #[allow(clippy::print_stderr)] // the one error line, after the printer is done
+            {
+                eprintln!("agent: {e:#}");
+            }
+            ExitCode::from(agent::exit::ERROR)
         }
     }
 }

@@ -143,9 +143,9 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
 fn stopped(e: anyhow::Error, deployment: &str, record: &RecordStore, cancel: &CancellationToken) -> anyhow::Result<u8> {
     let created = record.resources().len();
     if e.is::<Interrupted>() || cancel.is_cancelled() {
-        eprintln!(
-            "agent: interrupted; the {created} resources created are tagged and recorded: agent deploy resumes, agent terminate {deployment} removes them"
-        );
+        printer::notice(&format!(
+            "interrupted; the {created} resources created are tagged and recorded: agent deploy resumes, agent terminate {deployment} removes them"
+        ));
         return Ok(exit::INTERRUPTED);
     }
     if created == 0 {
@@ -251,7 +251,9 @@ pub async fn terminate(
     let instances = match result {
         Ok(ids) => ids,
         Err(e) if e.is::<Interrupted>() || cancel.is_cancelled() => {
-            eprintln!("agent: interrupted after removing {deleted} resources: run agent terminate {deployment} again");
+            printer::notice(&format!(
+                "interrupted after removing {deleted} resources: run agent terminate {deployment} again"
+            ));
             return Ok(exit::INTERRUPTED);
         }
         Err(e) => return Err(e),

@@ -127,7 +127,7 @@ pub(crate) async fn deploy_hosts(
 /// First Ctrl-C: stop remote commands and report what was interrupted. Second: leave now.
 async fn watch_ctrl_c(cancel: CancellationToken) {
     if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("agent: interrupted; stopping remote commands (Ctrl-C again to quit now)");
+        printer::notice("interrupted; stopping remote commands (Ctrl-C again to quit now)");
         cancel.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(i32::from(exit::INTERRUPTED));
