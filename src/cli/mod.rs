@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::settings::{CloudDeploySettings, DeploySettings, ExecSettings, OutputSettings, Settings};
+use crate::commands::deploy::{CloudDeploySettings, DeploySettings};
+use crate::commands::exec::ExecSettings;
+use crate::commands::{OutputSettings, Settings};
 use crate::fleet::artifact::ProgramSource;
 use crate::fleet::exec::{ExecJob, Target};
 use crate::format::{self, parse_duration};

@@ -68,7 +68,20 @@ fn awaited(q: &Query) -> bool {
     q.metric == "CPUUtilization" || (q.metric == "RequestCount" && q.dimensions.len() == 1)
 }
 
-/// `agent metrics`: finds the deployment's instances, load balancer and target groups, then
+/// `agent metrics`: fetch, save, and say where.
+pub async fn run(
+    m: &MetricsSettings,
+    window: Window,
+    out: &Path,
+    mode: Mode,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let status = fetch(m, window, out, mode, cancel).await?;
+    printer::metrics_saved(out, mode)?;
+    Ok(status)
+}
+
+/// Finds the deployment's instances, load balancer and target groups, then
 /// [`collect`]s.
 pub async fn fetch(
     m: &MetricsSettings,

@@ -1,51 +1,94 @@
-//! One module per subcommand.
+//! One module per subcommand: its settings (plain data, resolved by the CLI before any
+//! work) and its composition of the workers (fleet, aws, bench), the printer and the
+//! results. This is the only floor that chooses an exit status (from [`crate::exit`]).
+//!
+//! `exec` and `copy` share [`exec`]: a copy is an exec whose command reads the file on stdin.
 
 pub mod bench_clusters;
 pub mod bench_inference;
-pub mod cloud;
+pub mod deploy;
+pub mod exec;
 pub mod metrics;
-pub mod settings;
+pub mod plan;
+pub mod status;
+pub mod terminate;
 
-use anyhow::Context;
-use tokio::sync::mpsc;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::bench;
 use crate::exit;
-use crate::fleet::{artifact, deploy, exec as job};
-use crate::printer::{self, Renderer};
-use crate::record;
-use settings::Settings;
+use crate::fleet::artifact::ProgramSource;
+use crate::plan::Plan;
+use crate::printer::{self, Mode};
+
+/// What the command line asked for, resolved.
+pub enum Settings {
+    Exec(exec::ExecSettings),
+    /// Deploy onto an inventory: what to deploy, the record's file, where programs come from
+    /// (on EC2 these are resolved inside `CloudDeploySettings`).
+    Deploy {
+        deploy: Box<deploy::DeploySettings>,
+        record: PathBuf,
+        programs: ProgramSource,
+    },
+    /// Launch the spec's hosts on EC2, then deploy onto them.
+    CloudDeploy(Box<deploy::CloudDeploySettings>),
+    Terminate {
+        deployment: String,
+        region: Option<String>,
+        timeout: Duration,
+        mode: Mode,
+        record: PathBuf,
+        known_hosts: PathBuf,
+    },
+    /// Load the inference deployment's orchestrator and summarise.
+    BenchInference(bench_inference::InferenceBench),
+    /// The course's Lab 1 benchmark against the load balancer.
+    BenchClusters(Box<bench_clusters::ClustersBench>),
+    /// CloudWatch metrics over a window, saved into `out`.
+    Metrics {
+        metrics: metrics::MetricsSettings,
+        window: metrics::Window,
+        out: PathBuf,
+        mode: Mode,
+    },
+    Status {
+        deployment: String,
+        region: Option<String>,
+        json: bool,
+        /// Where deploy pinned the instances' host keys.
+        known_hosts: PathBuf,
+    },
+    /// Print what a deployment would do; touches nothing.
+    Plan {
+        plan: Plan,
+        json: bool,
+    },
+}
+
+pub struct OutputSettings {
+    pub mode: Mode,
+    /// Per-host logs go here; `None` disables them.
+    pub log_dir: Option<PathBuf>,
+    /// What the run is, for log headers and the JSON summary.
+    pub title: String,
+}
 
 /// Runs resolved settings; returns the process exit status.
 pub async fn run(settings: Settings) -> anyhow::Result<u8> {
     let cancel = CancellationToken::new();
     tokio::spawn(watch_ctrl_c(cancel.clone()));
     match settings {
-        Settings::Exec(s) => {
-            let hosts = s.job.targets.iter().map(|t| t.host.clone()).collect();
-            let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir);
-            let (tx, rx) = mpsc::channel(4096);
-            let printer = tokio::spawn(renderer.run(rx));
-            job::run(s.job, tx, cancel.clone()).await;
-            let report = printer.await??;
-            Ok(exit::of_hosts(&report.tally(), cancel.is_cancelled()))
-        }
+        Settings::Exec(s) => exec::run(s, cancel).await,
         Settings::Deploy {
             deploy,
             record,
             programs,
-        } => {
-            let mut blobs = artifact::programs(&deploy.plan.programs(), &programs)?;
-            blobs.extend(artifact::local_files(&deploy.plan.local_files())?);
-            let record = std::sync::Arc::new(record::RecordStore::open(
-                &record,
-                &deploy.plan.deployment,
-                deploy.known_hosts.path(),
-            )?);
-            deploy_hosts(*deploy, blobs, record, cancel).await
-        }
-        Settings::CloudDeploy(s) => cloud::deploy(*s, cancel).await,
+        } => deploy::on_inventory(*deploy, &record, &programs, cancel).await,
+        Settings::CloudDeploy(s) => deploy::on_ec2(*s, cancel).await,
         Settings::Terminate {
             deployment,
             region,
@@ -54,7 +97,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             record,
             known_hosts,
         } => {
-            cloud::terminate(
+            terminate::run(
                 &deployment,
                 region.as_deref(),
                 timeout,
@@ -70,7 +113,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             region,
             json,
             known_hosts,
-        } => cloud::status(&deployment, region.as_deref(), json, &known_hosts).await,
+        } => status::run(&deployment, region.as_deref(), json, &known_hosts).await,
         Settings::BenchInference(b) => bench_inference::run(b, cancel).await,
         Settings::BenchClusters(b) => bench_clusters::run(*b, cancel).await,
         Settings::Metrics {
@@ -78,50 +121,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             window,
             out,
             mode,
-        } => {
-            let status = metrics::fetch(&metrics, window, &out, mode, cancel).await?;
-            printer::metrics_saved(&out, mode)?;
-            Ok(status)
-        }
-        Settings::Plan { plan, json } => {
-            printer::plan(&plan, json)?;
-            Ok(0)
-        }
+        } => metrics::run(&metrics, window, &out, mode, cancel).await,
+        Settings::Plan { plan, json } => plan::run(&plan, json),
     }
-}
-
-/// Deploys onto resolved hosts. The caller has built the programs and opened the record
-/// (local work first: a program that does not build, or a record that cannot be written,
-/// stops before any host is touched).
-pub(crate) async fn deploy_hosts(
-    s: settings::DeploySettings,
-    programs: std::collections::BTreeMap<String, artifact::Blob>,
-    record: std::sync::Arc<record::RecordStore>,
-    cancel: CancellationToken,
-) -> anyhow::Result<u8> {
-    let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
-    let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
-        .per_host_lines()
-        .footer(s.footer);
-    let (tx, rx) = mpsc::channel(4096);
-    let printer = tokio::spawn(renderer.run(rx));
-    let job = deploy::DeployJob {
-        plan: s.plan,
-        targets: s.targets,
-        programs,
-        parallel: s.parallel,
-        ssh: s.ssh,
-        known_hosts: s.known_hosts,
-        record: record.clone(),
-        health_timeout: s.health_timeout,
-    };
-    deploy::run(job, tx, cancel.clone()).await;
-    let report = printer.await??;
-    record
-        .flush()
-        .await
-        .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
-    Ok(exit::of_hosts(&report.tally(), cancel.is_cancelled()))
 }
 
 /// First Ctrl-C: stop remote commands and report what was interrupted. Second: leave now.

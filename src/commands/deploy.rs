@@ -1,8 +1,9 @@
-//! The EC2 side of the commands. `deploy` without an inventory: launch the spec's instances
-//! and load balancer ([`crate::aws`]), pin the host keys agent generated for them, run the
-//! same deploy as on an inventory over SSH, then wait for the load balancer's targets.
-//! `terminate` and `status` find everything by tag.
+//! `agent deploy`: onto an inventory's hosts over SSH, or (without `-i`) onto EC2: launch
+//! the spec's instances and load balancer ([`crate::aws`]), pin the host keys agent
+//! generated for them, run the same deploy over SSH, then wait for the load balancer's
+//! targets.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,20 +11,106 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::OutputSettings;
 use crate::aws::launch::{self, Launched};
-use crate::aws::{Aws, alb, teardown};
-use crate::aws::{Interrupted, Progress};
-use crate::commands::settings::{CloudDeploySettings, DeploySettings};
+use crate::aws::{Aws, Interrupted, Progress, alb};
 use crate::exit;
-use crate::fleet::artifact;
+use crate::fleet::artifact::{self, ProgramSource};
+use crate::fleet::deploy as pipeline;
 use crate::fleet::exec::Target;
 use crate::inventory::{Host, Transport};
-use crate::plan;
-use crate::printer::{self, Mode};
+use crate::plan::{self, Plan};
+use crate::printer::{self, Renderer};
 use crate::record::RecordStore;
+use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::known_hosts::KnownHosts;
 
-pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
+pub struct DeploySettings {
+    /// The hosts to act on (the plan may have been narrowed by --host/--role).
+    pub plan: Plan,
+    /// One per plan host, same order.
+    pub targets: Vec<Target>,
+    pub parallel: usize,
+    pub ssh: SshSettings,
+    pub known_hosts: Arc<KnownHosts>,
+    pub health_timeout: Duration,
+    pub output: OutputSettings,
+    /// Printed after the summary (the load balancer's address).
+    pub footer: Vec<String>,
+}
+
+pub struct CloudDeploySettings {
+    pub launch: crate::aws::launch::LaunchSettings,
+    pub region: Option<String>,
+    /// Opens the instances (`--key`); its public half is the imported key pair.
+    pub key: crate::transport::ssh::key::ClientKey,
+    pub user: String,
+    pub trust_first_use: bool,
+    pub record: PathBuf,
+    pub known_hosts: PathBuf,
+    pub parallel: usize,
+    pub ssh: SshSettings,
+    pub programs: ProgramSource,
+    /// Where the workers get their model.
+    pub model: plan::ModelSource,
+    pub health_timeout: Duration,
+    pub output: OutputSettings,
+}
+
+/// Onto an inventory: the programs are built and the record opened before any host is
+/// touched.
+pub async fn on_inventory(
+    deploy: DeploySettings,
+    record: &Path,
+    programs: &ProgramSource,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let mut blobs = artifact::programs(&deploy.plan.programs(), programs)?;
+    blobs.extend(artifact::local_files(&deploy.plan.local_files())?);
+    let record = Arc::new(RecordStore::open(
+        record,
+        &deploy.plan.deployment,
+        deploy.known_hosts.path(),
+    )?);
+    deploy_hosts(deploy, blobs, record, cancel).await
+}
+
+/// Deploys onto resolved hosts. The caller has built the programs and opened the record
+/// (local work first: a program that does not build, or a record that cannot be written,
+/// stops before any host is touched).
+async fn deploy_hosts(
+    s: DeploySettings,
+    programs: std::collections::BTreeMap<String, artifact::Blob>,
+    record: Arc<RecordStore>,
+    cancel: CancellationToken,
+) -> anyhow::Result<u8> {
+    let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
+    let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
+        .per_host_lines()
+        .footer(s.footer);
+    let (tx, rx) = mpsc::channel(4096);
+    let printer = tokio::spawn(renderer.run(rx));
+    let job = pipeline::DeployJob {
+        plan: s.plan,
+        targets: s.targets,
+        programs,
+        parallel: s.parallel,
+        ssh: s.ssh,
+        known_hosts: s.known_hosts,
+        record: record.clone(),
+        health_timeout: s.health_timeout,
+    };
+    pipeline::run(job, tx, cancel.clone()).await;
+    let report = printer.await??;
+    record
+        .flush()
+        .await
+        .with_context(|| format!("cannot write deployment record {}", record.path().display()))?;
+    Ok(exit::of_hosts(&report.tally(), cancel.is_cancelled()))
+}
+
+/// Onto EC2: launch (or find) the instances and the load balancer, then deploy over SSH.
+pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow::Result<u8> {
     let deployment = s.launch.deployment.clone();
     let spec = s.launch.spec.clone();
     // On EC2 the load balancer is an ALB, not a host running HAProxy.
@@ -116,7 +203,7 @@ pub async fn deploy(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         output: s.output,
         footer,
     };
-    let code = crate::commands::deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
+    let code = deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
 
     let (tx, rx) = mpsc::channel(64);
     let printer = tokio::spawn(printer::cloud(mode, rx));
@@ -226,63 +313,4 @@ async fn hosts(
     }
     known_hosts.pin(&pins)?;
     Ok(targets)
-}
-
-pub async fn terminate(
-    deployment: &str,
-    region: Option<&str>,
-    timeout: Duration,
-    mode: Mode,
-    record: &std::path::Path,
-    known_hosts: &std::path::Path,
-    cancel: CancellationToken,
-) -> anyhow::Result<u8> {
-    let aws = Aws::connect(region).await?;
-    let (tx, rx) = mpsc::channel(256);
-    let printer = tokio::spawn(printer::cloud(mode, rx));
-    let progress = Progress {
-        tx: &tx,
-        record: None,
-        known_hosts: None,
-    };
-    let result = teardown::terminate(&aws, deployment, timeout, &progress, &cancel).await;
-    drop(tx);
-    let deleted = printer.await??;
-    let instances = match result {
-        Ok(ids) => ids,
-        Err(e) if e.is::<Interrupted>() || cancel.is_cancelled() => {
-            printer::notice(&format!(
-                "interrupted after removing {deleted} resources: run agent terminate {deployment} again"
-            ));
-            return Ok(exit::INTERRUPTED);
-        }
-        Err(e) => return Err(e),
-    };
-    // Everything is gone: so are the instances' host keys (by instance id) and the record.
-    let store = KnownHosts::new(known_hosts.to_owned(), []);
-    store.forget(&instances)?;
-    if std::fs::read_to_string(known_hosts).is_ok_and(|t| t.trim().is_empty()) {
-        let _ = std::fs::remove_file(known_hosts);
-    }
-    match std::fs::remove_file(record) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("cannot remove deployment record {}", record.display()));
-        }
-        _ => {}
-    }
-    printer::terminated(mode, deployment, &aws.region, deleted)?;
-    Ok(0)
-}
-
-pub async fn status(
-    deployment: &str,
-    region: Option<&str>,
-    json: bool,
-    known_hosts: &std::path::Path,
-) -> anyhow::Result<u8> {
-    let aws = Aws::connect(region).await?;
-    let known_hosts = KnownHosts::new(known_hosts.to_owned(), []);
-    let status = teardown::status(&aws, deployment, &known_hosts).await?;
-    printer::status(&status, json)?;
-    Ok(0)
 }
