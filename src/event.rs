@@ -20,9 +20,7 @@ pub enum Stream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
-    Queued,
     Connecting,
-    Authenticating,
     Running,
     /// Deploy: one round trip for init system, packages, checksums, service states.
     Inspect,
@@ -54,9 +52,7 @@ impl Stage {
 
     pub fn name(self) -> &'static str {
         match self {
-            Stage::Queued => "queued",
             Stage::Connecting => "connect",
-            Stage::Authenticating => "auth",
             Stage::Running => "running",
             Stage::Inspect => "inspect",
             Stage::Ready => "ready",

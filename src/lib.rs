@@ -31,25 +31,25 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod aws;
-pub mod bench;
+mod aws;
+mod bench;
 pub mod cli;
-pub mod commands;
-pub mod event;
+mod commands;
+mod event;
 pub mod exit;
-pub mod fleet;
-pub mod format;
-pub mod inventory;
-pub mod plan;
+mod fleet;
+mod format;
+mod inventory;
+mod plan;
 // The one module that writes to the terminal.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub mod printer;
-pub mod record;
-pub mod resource;
-pub mod results;
-pub mod script;
-pub mod shell;
-pub mod spec;
-pub mod transport;
+mod printer;
+mod record;
+mod resource;
+mod results;
+mod script;
+mod shell;
+mod spec;
+mod transport;
 
 pub use commands::run;
