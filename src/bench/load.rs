@@ -70,7 +70,7 @@ pub struct Answer {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Reply {
     /// An HTTP answer; `answer` is read from 2xx bodies only.
     Status { code: u16, answer: Answer },
     /// No HTTP answer (connect, timeout, cut), or a 2xx body that is not what it should be.
@@ -84,17 +84,17 @@ pub struct Sample {
     /// Since the bench started.
     pub start: Duration,
     pub latency: Duration,
-    pub outcome: Outcome,
+    pub outcome: Reply,
 }
 
 impl Sample {
     pub fn ok(&self) -> bool {
-        matches!(self.outcome, Outcome::Status { code, .. } if (200..300).contains(&code))
+        matches!(self.outcome, Reply::Status { code, .. } if (200..300).contains(&code))
     }
 }
 
 #[derive(Debug)]
-pub enum Event {
+pub enum Progress {
     /// Answers in order, sent in batches (a channel send per request would cost more than
     /// the request on loopback).
     Samples(Vec<Sample>),
@@ -110,7 +110,7 @@ pub async fn run(
     reading: Reading,
     timeout: Duration,
     started: Instant,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Progress>,
     cancel: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -118,7 +118,7 @@ pub async fn run(
         let (tx, cancel) = (tx.clone(), cancel.clone());
         tasks.spawn(async move {
             stream(i, s, reading, timeout, started, &tx, &cancel).await;
-            let _ = tx.send(Event::Done(i)).await;
+            let _ = tx.send(Progress::Done(i)).await;
         });
     }
     drop(tx);
@@ -131,7 +131,7 @@ async fn stream(
     reading: Reading,
     timeout: Duration,
     started: Instant,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<Progress>,
     cancel: &CancellationToken,
 ) {
     const BATCH: usize = 256;
@@ -149,10 +149,10 @@ async fn stream(
     for phase in &s.phases {
         match phase {
             Phase::Pause(d) => {
-                if !batch.is_empty() && tx.send(Event::Samples(std::mem::take(&mut batch))).await.is_err() {
+                if !batch.is_empty() && tx.send(Progress::Samples(std::mem::take(&mut batch))).await.is_err() {
                     return;
                 }
-                if tx.send(Event::Pausing(i, *d)).await.is_err() {
+                if tx.send(Progress::Pausing(i, *d)).await.is_err() {
                     return;
                 }
                 tokio::select! {
@@ -172,7 +172,7 @@ async fn stream(
                         () = &mut deadline => {
                             // The connection's state is unknown: the next request dials anew.
                             conn = None;
-                            Outcome::Failed(format!("no answer within {timeout:?}"))
+                            Reply::Failed(format!("no answer within {timeout:?}"))
                         }
                         () = &mut cancelled => break,
                     };
@@ -185,7 +185,7 @@ async fn stream(
                     if batch.len() == BATCH || flushed.elapsed() >= FLUSH_EVERY {
                         flushed = Instant::now();
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        if tx.send(Event::Samples(full)).await.is_err() {
+                        if tx.send(Progress::Samples(full)).await.is_err() {
                             return;
                         }
                     }
@@ -194,7 +194,7 @@ async fn stream(
         }
     }
     if !batch.is_empty() {
-        let _ = tx.send(Event::Samples(batch)).await;
+        let _ = tx.send(Progress::Samples(batch)).await;
     }
 }
 
@@ -205,17 +205,17 @@ async fn request(
     s: &Stream,
     reading: Reading,
     seen: &mut Vec<Arc<str>>,
-) -> Outcome {
+) -> Reply {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         match dial(&s.url).await {
             Ok(c) => *conn = Some(c),
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Reply::Failed(e),
         }
     }
     let sender = conn.as_mut().expect("dialled above");
     if sender.ready().await.is_err() {
         *conn = None;
-        return Outcome::Failed("connection closed".into());
+        return Reply::Failed("connection closed".into());
     }
     let mut req = Request::builder()
         .method(s.method.clone())
@@ -229,7 +229,7 @@ async fn request(
         Ok(r) => r,
         Err(e) => {
             *conn = None;
-            return Outcome::Failed(format!("request failed: {e}"));
+            return Reply::Failed(format!("request failed: {e}"));
         }
     };
     let code = resp.status().as_u16();
@@ -237,17 +237,17 @@ async fn request(
         Ok(b) => b.to_bytes(),
         Err(e) => {
             *conn = None;
-            return Outcome::Failed(format!("answer cut: {e}"));
+            return Reply::Failed(format!("answer cut: {e}"));
         }
     };
     if !(200..300).contains(&code) {
-        return Outcome::Status {
+        return Reply::Status {
             code,
             answer: Answer::default(),
         };
     }
     match reading(&body) {
-        Ok(read) => Outcome::Status {
+        Ok(read) => Reply::Status {
             code,
             answer: Answer {
                 responder: read.responder.map(|r| intern(seen, &r)),
@@ -255,7 +255,7 @@ async fn request(
                 inference_ms: read.inference_ms,
             },
         },
-        Err(e) => Outcome::Failed(e),
+        Err(e) => Reply::Failed(e),
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::format;
-use load::{Event, Outcome, Sample, Stream};
+use load::{Progress, Reply, Sample, Stream};
 
 /// What the report says of the deployment measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,14 +84,14 @@ pub async fn drive(
     let mut samples = Vec::with_capacity(streams.iter().map(Stream::requests).sum());
     while let Some(e) = rx.recv().await {
         match e {
-            Event::Samples(batch) => {
+            Progress::Samples(batch) => {
                 for s in &batch {
                     watch.sent(s.stream, s.ok());
                 }
                 samples.extend(batch);
             }
-            Event::Pausing(i, d) => watch.pausing(i, d),
-            Event::Done(i) => watch.done(i),
+            Progress::Pausing(i, d) => watch.pausing(i, d),
+            Progress::Done(i) => watch.done(i),
         }
     }
     let _ = load.await;
@@ -227,12 +227,12 @@ impl Run {
         for s in &self.samples {
             let st = &self.streams[s.stream];
             let (status, responder, error) = match &s.outcome {
-                Outcome::Status { code, answer } => (
+                Reply::Status { code, answer } => (
                     code.to_string(),
                     answer.responder.as_deref().unwrap_or_default().to_owned(),
                     "",
                 ),
-                Outcome::Failed(e) => (String::new(), String::new(), e.as_str()),
+                Reply::Failed(e) => (String::new(), String::new(), e.as_str()),
             };
             writeln!(
                 out,
@@ -258,7 +258,7 @@ fn group(name: &str, samples: &[&Sample], seconds: f64, expected: Option<&BTreeS
     let mut sum_ms = 0.0;
     for s in samples {
         match &s.outcome {
-            Outcome::Status { code, answer } if (200..300).contains(code) => {
+            Reply::Status { code, answer } if (200..300).contains(code) => {
                 // Microseconds; at least 1 so a histogram of a fast loopback run is not empty.
                 let _ = hist.record((s.latency.as_micros() as u64).max(1));
                 sum_ms += s.latency.as_secs_f64() * 1e3;
@@ -268,8 +268,8 @@ fn group(name: &str, samples: &[&Sample], seconds: f64, expected: Option<&BTreeS
                 queued.extend(answer.queued_ms);
                 inference.extend(answer.inference_ms);
             }
-            Outcome::Status { code, .. } => *errors.entry(format!("HTTP {code}")).or_insert(0) += 1,
-            Outcome::Failed(e) => *errors.entry(e.clone()).or_insert(0) += 1,
+            Reply::Status { code, .. } => *errors.entry(format!("HTTP {code}")).or_insert(0) += 1,
+            Reply::Failed(e) => *errors.entry(e.clone()).or_insert(0) += 1,
         }
     }
     let ok = hist.len() as usize;
@@ -423,7 +423,7 @@ mod tests {
         }
     }
 
-    fn sample(stream: usize, ms: u64, outcome: Outcome) -> Sample {
+    fn sample(stream: usize, ms: u64, outcome: Reply) -> Sample {
         Sample {
             stream,
             start: Duration::from_millis(ms),
@@ -432,8 +432,8 @@ mod tests {
         }
     }
 
-    fn answered(by: &str) -> Outcome {
-        Outcome::Status {
+    fn answered(by: &str) -> Reply {
+        Reply::Status {
             code: 200,
             answer: Answer {
                 responder: Some(by.into()),
@@ -459,12 +459,12 @@ mod tests {
                 sample(
                     0,
                     40,
-                    Outcome::Status {
+                    Reply::Status {
                         code: 503,
                         answer: Answer::default(),
                     },
                 ),
-                sample(1, 50, Outcome::Failed("no answer within 10s".into())),
+                sample(1, 50, Reply::Failed("no answer within 10s".into())),
             ],
             elapsed: Duration::from_secs(2),
             interrupted: false,

@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::aws::cloudwatch::Series;
-use crate::bench::load::Outcome;
+use crate::bench::load::Reply;
 use crate::bench::{Run, Summary};
 
 static FONT: &[u8] = include_bytes!("DejaVuSans.ttf");
@@ -92,7 +92,7 @@ pub fn bench(run: &Run, summary: &Summary, dir: &Path) -> anyhow::Result<Vec<Pat
     let failed = run
         .samples
         .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
+        .filter(|s| matches!(s.outcome, Reply::Failed(_)))
         .count();
     let mut files = draw(
         dir,
