@@ -15,6 +15,7 @@ pub mod alb;
 pub mod cloud_init;
 pub mod cloudwatch;
 pub mod launch;
+pub mod lookup;
 pub mod network;
 pub mod resource;
 pub mod teardown;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics;
-use crate::aws::{Aws, launch, teardown};
+use crate::aws::{Aws, launch, lookup};
 use crate::bench::{self, Deployment, Run, clusters};
 use crate::printer::{self, Mode};
 
@@ -94,14 +94,15 @@ struct BenchTarget {
 
 /// One lookup by tag (instances, load balancer, target groups) serves the bench and its metrics.
 async fn bench_target(aws: &Aws, deployment: &str, routes: &[(String, String)]) -> anyhow::Result<BenchTarget> {
-    let found = launch::existing(aws, deployment).await?;
-    if found.is_empty() {
+    let found = lookup::deployment(aws, deployment).await?;
+    if found.instances.is_empty() {
         anyhow::bail!(
             "deployment {deployment} has no instances in {}: deploy it first, or pass -i INVENTORY for the local fleet",
             aws.region
         );
     }
     let instances: Vec<bench::Instance> = found
+        .instances
         .iter()
         .map(|i| {
             let d = launch::describe(i);
@@ -125,23 +126,14 @@ async fn bench_target(aws: &Aws, deployment: &str, routes: &[(String, String)]) 
             (path.clone(), ids)
         })
         .collect();
-    let lb = teardown::load_balancers(aws, deployment).await?.into_iter().next();
     Ok(BenchTarget {
-        url: lb
+        url: found
+            .load_balancer
             .as_ref()
             .and_then(|l| l.dns_name())
             .map(|dns| format!("http://{dns}")),
         clusters,
-        targets: crate::aws::cloudwatch::Targets {
-            instances: instances.iter().map(|i| (i.id.clone(), i.name.clone())).collect(),
-            detailed: found
-                .iter()
-                .filter(|i| crate::aws::cloudwatch::detailed(i))
-                .filter_map(|i| i.instance_id().map(str::to_owned))
-                .collect(),
-            load_balancer: lb.as_ref().and_then(|l| l.load_balancer_arn()).map(str::to_owned),
-            target_groups: teardown::target_groups(aws, deployment).await?,
-        },
+        targets: found.targets(),
         deployment: Deployment {
             name: deployment.to_owned(),
             description: String::new(),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::OutputSettings;
@@ -88,8 +87,7 @@ async fn deploy_hosts(
     let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
         .per_host_lines()
         .footer(s.footer);
-    let (tx, rx) = mpsc::channel(4096);
-    let printer = tokio::spawn(renderer.run(rx));
+    let printer = renderer.start();
     let job = pipeline::DeployJob {
         plan: s.plan,
         targets: s.targets,
@@ -100,8 +98,8 @@ async fn deploy_hosts(
         record: record.clone(),
         health_timeout: s.health_timeout,
     };
-    pipeline::run(job, tx, cancel.clone()).await;
-    let report = printer.await??;
+    pipeline::run(job, printer.tx.clone(), cancel.clone()).await;
+    let report = printer.finish().await?;
     record
         .flush()
         .await
@@ -134,10 +132,9 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     let record = Arc::new(RecordStore::open(&s.record, &deployment, &s.known_hosts)?);
     let known_hosts = Arc::new(KnownHosts::new(s.known_hosts.clone(), []));
 
-    let (tx, rx) = mpsc::channel(256);
-    let printer = tokio::spawn(printer::cloud(s.output.mode, rx));
+    let printer = printer::start_cloud(s.output.mode);
     let progress = Progress {
-        tx: &tx,
+        tx: &printer.tx,
         record: Some(&record),
         known_hosts: Some(&known_hosts),
     };
@@ -148,8 +145,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         anyhow::Ok((launched, alb, targets))
     }
     .await;
-    drop(tx);
-    printer.await??;
+    printer.finish().await?;
     let (launched, alb, targets) = match provisioned.and_then(|done| {
         crate::aws::interrupted(&cancel)?;
         Ok(done)
@@ -205,10 +201,9 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     };
     let code = deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
 
-    let (tx, rx) = mpsc::channel(64);
-    let printer = tokio::spawn(printer::cloud(mode, rx));
+    let printer = printer::start_cloud(mode);
     let progress = Progress {
-        tx: &tx,
+        tx: &printer.tx,
         record: None,
         known_hosts: None,
     };
@@ -217,8 +212,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         Some(alb) => alb::wait_healthy(&aws, &alb, s.launch.timeout, &progress, &cancel).await,
         None => Ok(()),
     };
-    drop(tx);
-    printer.await??;
+    printer.finish().await?;
     match healthy {
         Ok(()) => Ok(code),
         Err(e) => stopped(e, &deployment, &record, &cancel),

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::cloudwatch::{self, Query, Series, Targets};
-use crate::aws::{Aws, launch, teardown};
+use crate::aws::{Aws, lookup};
 use crate::printer::{self, Mode};
 
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ pub async fn fetch(
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
     let aws = Aws::connect(m.region.as_deref()).await?;
-    let targets = targets(&aws, &m.deployment).await?;
+    let targets = lookup::deployment(&aws, &m.deployment).await?.targets();
     if targets.instances.is_empty() && targets.load_balancer.is_none() {
         anyhow::bail!(
             "deployment {} has no instances or load balancer in {}: check the name (agent status {0})",
@@ -170,25 +170,6 @@ pub async fn collect(
     } else {
         crate::exit::FAILED
     })
-}
-
-/// The deployment's instances, load balancer and target groups, found by tag.
-async fn targets(aws: &Aws, deployment: &str) -> anyhow::Result<Targets> {
-    let mut t = Targets::default();
-    for i in launch::existing(aws, deployment).await? {
-        let d = launch::describe(&i);
-        if cloudwatch::detailed(&i) {
-            t.detailed.insert(d.id.clone());
-        }
-        t.instances.push((d.id, d.name));
-    }
-    t.load_balancer = teardown::load_balancers(aws, deployment)
-        .await?
-        .first()
-        .and_then(|l| l.load_balancer_arn())
-        .map(str::to_owned);
-    t.target_groups = teardown::target_groups(aws, deployment).await?;
-    Ok(t)
 }
 
 /// `metrics.csv` (one row per data point) and `metrics.json` (the series).

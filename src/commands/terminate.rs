@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{Aws, Interrupted, Progress, teardown};
@@ -22,16 +21,14 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
     let aws = Aws::connect(region).await?;
-    let (tx, rx) = mpsc::channel(256);
-    let printer = tokio::spawn(printer::cloud(mode, rx));
+    let printer = printer::start_cloud(mode);
     let progress = Progress {
-        tx: &tx,
+        tx: &printer.tx,
         record: None,
         known_hosts: None,
     };
     let result = teardown::terminate(&aws, deployment, timeout, &progress, &cancel).await;
-    drop(tx);
-    let deleted = printer.await??;
+    let deleted = printer.finish().await?;
     let instances = match result {
         Ok(ids) => ids,
         Err(e) if e.is::<Interrupted>() || cancel.is_cancelled() => {

@@ -652,6 +652,40 @@ impl LastWait {
     }
 }
 
+/// A printer task beside the work: events go in through [`Running::tx`];
+/// [`Running::finish`] closes the channel and waits for the last line to be written.
+pub struct Running<E, R> {
+    pub tx: mpsc::Sender<E>,
+    task: tokio::task::JoinHandle<io::Result<R>>,
+}
+
+impl<E, R> Running<E, R> {
+    pub async fn finish(self) -> anyhow::Result<R> {
+        drop(self.tx);
+        Ok(self.task.await??)
+    }
+}
+
+impl Renderer {
+    /// Starts printing a run over hosts; its [`Report`] comes back from `finish`.
+    pub fn start(self) -> Running<Event, Report> {
+        let (tx, rx) = mpsc::channel(4096);
+        Running {
+            tx,
+            task: tokio::spawn(self.run(rx)),
+        }
+    }
+}
+
+/// Starts printing a cloud step's progress; `finish` returns how many resources it removed.
+pub fn start_cloud(mode: Mode) -> Running<crate::event::CloudEvent, usize> {
+    let (tx, rx) = mpsc::channel(256);
+    Running {
+        tx,
+        task: tokio::spawn(cloud(mode, rx)),
+    }
+}
+
 /// One line on stderr for the operator, outside any run's events (Ctrl-C, what was left).
 pub fn notice(text: &str) {
     eprintln!("agent: {text}");
