@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, FixedResponseActionConfig, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
+    Action, ActionTypeEnum, FixedResponseActionConfig, LoadBalancer, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
     LoadBalancerTypeEnum, Matcher, PathPatternConditionConfig, ProtocolEnum, RuleCondition, TargetDescription,
     TargetHealthStateEnum, TargetTypeEnum,
 };
@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::launch::Launched;
 use super::resource::{self, Kind, TAG_DEPLOYMENT};
-use super::{Aws, AwsError, Call, settled};
+use super::{Aws, AwsError, Call, find_or_create, settled};
 use super::{Progress, interrupted};
-use crate::event::{CloudEvent, ResourceAction};
+use crate::event::CloudEvent;
 use crate::spec::Spec;
 
 #[derive(Debug, Clone)]
@@ -63,138 +63,193 @@ pub async fn ensure(
             launched.subnets[0].zone
         );
     }
-    let tags = |role: Option<&str>, name: &str| resource::elb_tags(&resource::tags(deployment, role, name));
-
-    // The load balancer.
-    let name = elb_name(deployment, "alb");
-    let found = aws.elb.describe_load_balancers().names(&name).send().await;
-    let lb = match found.during(|| format!("find load balancer {name}")) {
-        Ok(out) if !out.load_balancers().is_empty() => {
-            let lb = out.load_balancers()[0].clone();
-            let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
-            check_ours(aws, deployment, &arn, &name).await?;
-            progress
-                .resource(ResourceAction::Found, Kind::LoadBalancer, &arn, &name)
-                .await?;
-            lb
-        }
-        Err(e) if e.code() != Some("LoadBalancerNotFound") => return Err(e.into()),
-        _ => {
-            let zones = &launched.subnets[..2];
-            let out = aws
-                .elb
-                .create_load_balancer()
-                .name(&name)
-                .r#type(LoadBalancerTypeEnum::Application)
-                .scheme(LoadBalancerSchemeEnum::InternetFacing)
-                .set_subnets(Some(zones.iter().map(|s| s.id.clone()).collect()))
-                .security_groups(&launched.groups[&b.role])
-                .set_tags(Some(tags(None, &name)))
-                .send()
-                .await
-                .during(|| format!("create load balancer {name}"))?;
-            let lb = out
-                .load_balancers()
-                .first()
-                .context("CreateLoadBalancer returned nothing")?
-                .clone();
-            let arn = lb.load_balancer_arn().unwrap_or_default();
-            progress
-                .resource(ResourceAction::Created, Kind::LoadBalancer, arn, &name)
-                .await?;
-            lb
-        }
-    };
+    let names = Names { deployment };
+    let lb = load_balancer(aws, &names, &launched.subnets[..2], &launched.groups[&b.role], progress).await?;
     let lb_arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
-
     // One target group per routed role, with that role's instances registered.
     let mut target_groups = BTreeMap::new();
     for route in &b.routes {
         interrupted(cancel)?;
-        if target_groups.contains_key(&route.role) {
-            continue;
+        if !target_groups.contains_key(&route.role) {
+            let arn = target_group(aws, &names, spec, &route.role, launched, progress).await?;
+            target_groups.insert(route.role.clone(), arn);
         }
-        let role = &spec.roles[&route.role];
-        let tg_name = elb_name(deployment, &route.role);
-        let found = aws.elb.describe_target_groups().names(&tg_name).send().await;
-        let arn = match found.during(|| format!("find target group {tg_name}")) {
-            Ok(out) if !out.target_groups().is_empty() => {
-                let arn = out.target_groups()[0].target_group_arn().unwrap_or_default().to_owned();
-                check_ours(aws, deployment, &arn, &tg_name).await?;
-                progress
-                    .resource(ResourceAction::Found, Kind::TargetGroup, &arn, &tg_name)
-                    .await?;
-                arn
-            }
-            Err(e) if e.code() != Some("TargetGroupNotFound") => return Err(e.into()),
-            _ => {
-                let out = aws
-                    .elb
-                    .create_target_group()
-                    .name(&tg_name)
-                    .protocol(ProtocolEnum::Http)
-                    .port(i32::from(role.ports[0]))
-                    .vpc_id(&launched.vpc)
-                    .target_type(TargetTypeEnum::Instance)
-                    .health_check_path(&role.health)
-                    .health_check_interval_seconds(10)
-                    .healthy_threshold_count(2)
-                    .matcher(Matcher::builder().http_code("200").build())
-                    .set_tags(Some(tags(Some(&route.role), &tg_name)))
-                    .send()
-                    .await
-                    .during(|| format!("create target group {tg_name}"))?;
-                let arn = out
-                    .target_groups()
-                    .first()
-                    .and_then(|t| t.target_group_arn())
-                    .context("CreateTargetGroup returned nothing")?
-                    .to_owned();
-                progress
-                    .resource(ResourceAction::Created, Kind::TargetGroup, &arn, &tg_name)
-                    .await?;
-                arn
-            }
-        };
-        let targets: Vec<TargetDescription> = launched
-            .instances
-            .iter()
-            .filter(|i| i.role == route.role)
-            .map(|i| {
-                TargetDescription::builder()
-                    .id(&i.id)
-                    .port(i32::from(role.ports[0]))
-                    .build()
-            })
-            .collect();
-        settled(|| {
-            aws.elb
-                .register_targets()
-                .target_group_arn(&arn)
-                .set_targets(Some(targets.clone()))
-                .send()
-        })
-        .await
-        .during(|| format!("register the {} instances in {tg_name}", route.role))?;
-        target_groups.insert(route.role.clone(), arn);
+    }
+    interrupted(cancel)?;
+    let listener = listener(aws, &names, &lb_arn, b.port, progress).await?;
+    rules(aws, &names, &listener, b, &target_groups, progress, cancel).await?;
+    Ok(Some(Alb {
+        arn: lb_arn,
+        dns: lb.dns_name().unwrap_or_default().to_owned(),
+        port: b.port,
+        target_groups,
+    }))
+}
+
+/// The names and tags of a deployment's ELB resources.
+struct Names<'a> {
+    deployment: &'a str,
+}
+
+impl Names<'_> {
+    fn tags(&self, role: Option<&str>, name: &str) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
+        resource::elb_tags(&resource::tags(self.deployment, role, name))
     }
 
-    // The listener: anything no rule matches gets a fixed 404.
-    interrupted(cancel)?;
-    let listeners = settled(|| aws.elb.describe_listeners().load_balancer_arn(&lb_arn).send())
+    fn load_balancer(&self) -> String {
+        elb_name(self.deployment, "alb")
+    }
+}
+
+/// The internet-facing load balancer over two zones.
+async fn load_balancer(
+    aws: &Aws,
+    names: &Names<'_>,
+    zones: &[super::launch::Subnet],
+    group: &str,
+    progress: &Progress<'_>,
+) -> anyhow::Result<LoadBalancer> {
+    let name = names.load_balancer();
+    let found = match aws
+        .elb
+        .describe_load_balancers()
+        .names(&name)
+        .send()
         .await
-        .during(|| format!("list the listeners of {name}"))?;
-    let port = i32::from(b.port);
-    let listener_name = format!("{name}:{}", b.port);
-    let listener = match listeners.listeners().iter().find(|l| l.port() == Some(port)) {
-        Some(l) => {
-            let arn = l.listener_arn().unwrap_or_default().to_owned();
-            progress
-                .resource(ResourceAction::Found, Kind::Listener, &arn, &listener_name)
-                .await?;
-            arn
-        }
-        None => {
+        .during(|| format!("find load balancer {name}"))
+    {
+        Ok(out) => out.load_balancers().first().cloned(),
+        Err(e) if e.code() == Some("LoadBalancerNotFound") => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(lb) = &found {
+        check_ours(aws, names.deployment, lb.load_balancer_arn().unwrap_or_default(), &name).await?;
+    }
+    let arn = |lb: &LoadBalancer| lb.load_balancer_arn().unwrap_or_default().to_owned();
+    find_or_create(progress, Kind::LoadBalancer, &name, found, arn, || async {
+        let out = aws
+            .elb
+            .create_load_balancer()
+            .name(&name)
+            .r#type(LoadBalancerTypeEnum::Application)
+            .scheme(LoadBalancerSchemeEnum::InternetFacing)
+            .set_subnets(Some(zones.iter().map(|s| s.id.clone()).collect()))
+            .security_groups(group)
+            .set_tags(Some(names.tags(None, &name)))
+            .send()
+            .await
+            .during(|| format!("create load balancer {name}"))?;
+        out.load_balancers()
+            .first()
+            .cloned()
+            .context("CreateLoadBalancer returned nothing")
+    })
+    .await
+}
+
+/// The target group of a routed role (health-checked on its health path), with the role's
+/// instances registered; its ARN.
+async fn target_group(
+    aws: &Aws,
+    names: &Names<'_>,
+    spec: &Spec,
+    role_name: &str,
+    launched: &Launched,
+    progress: &Progress<'_>,
+) -> anyhow::Result<String> {
+    let role = &spec.roles[role_name];
+    let tg_name = elb_name(names.deployment, role_name);
+    let found = match aws
+        .elb
+        .describe_target_groups()
+        .names(&tg_name)
+        .send()
+        .await
+        .during(|| format!("find target group {tg_name}"))
+    {
+        Ok(out) => out
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .map(str::to_owned),
+        Err(e) if e.code() == Some("TargetGroupNotFound") => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(arn) = &found {
+        check_ours(aws, names.deployment, arn, &tg_name).await?;
+    }
+    let arn = find_or_create(progress, Kind::TargetGroup, &tg_name, found, String::clone, || async {
+        let out = aws
+            .elb
+            .create_target_group()
+            .name(&tg_name)
+            .protocol(ProtocolEnum::Http)
+            .port(i32::from(role.ports[0]))
+            .vpc_id(&launched.vpc)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_path(&role.health)
+            .health_check_interval_seconds(10)
+            .healthy_threshold_count(2)
+            .matcher(Matcher::builder().http_code("200").build())
+            .set_tags(Some(names.tags(Some(role_name), &tg_name)))
+            .send()
+            .await
+            .during(|| format!("create target group {tg_name}"))?;
+        out.target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .map(str::to_owned)
+            .context("CreateTargetGroup returned nothing")
+    })
+    .await?;
+    let targets: Vec<TargetDescription> = launched
+        .instances
+        .iter()
+        .filter(|i| i.role == role_name)
+        .map(|i| {
+            TargetDescription::builder()
+                .id(&i.id)
+                .port(i32::from(role.ports[0]))
+                .build()
+        })
+        .collect();
+    settled(|| {
+        aws.elb
+            .register_targets()
+            .target_group_arn(&arn)
+            .set_targets(Some(targets.clone()))
+            .send()
+    })
+    .await
+    .during(|| format!("register the {role_name} instances in {tg_name}"))?;
+    Ok(arn)
+}
+
+/// The listener on the balancer's port: anything no rule matches gets a fixed 404.
+async fn listener(
+    aws: &Aws,
+    names: &Names<'_>,
+    lb_arn: &str,
+    port: u16,
+    progress: &Progress<'_>,
+) -> anyhow::Result<String> {
+    let listeners = settled(|| aws.elb.describe_listeners().load_balancer_arn(lb_arn).send())
+        .await
+        .during(|| format!("list the listeners of {}", names.load_balancer()))?;
+    let wanted = i32::from(port);
+    let listener_name = format!("{}:{port}", names.load_balancer());
+    let found = listeners
+        .listeners()
+        .iter()
+        .find(|l| l.port() == Some(wanted))
+        .map(|l| l.listener_arn().unwrap_or_default().to_owned());
+    find_or_create(
+        progress,
+        Kind::Listener,
+        &listener_name,
+        found,
+        String::clone,
+        || async {
             let not_found = Action::builder()
                 .r#type(ActionTypeEnum::FixedResponse)
                 .fixed_response_config(
@@ -208,35 +263,42 @@ pub async fn ensure(
             let request = aws
                 .elb
                 .create_listener()
-                .load_balancer_arn(&lb_arn)
+                .load_balancer_arn(lb_arn)
                 .protocol(ProtocolEnum::Http)
-                .port(port)
+                .port(wanted)
                 .default_actions(not_found)
-                .set_tags(Some(tags(None, &listener_name)));
+                .set_tags(Some(names.tags(None, &listener_name)));
             let out = settled(|| request.clone().send())
                 .await
-                .during(|| format!("create the listener on port {}", b.port))?;
-            let arn = out
-                .listeners()
+                .during(|| format!("create the listener on port {port}"))?;
+            out.listeners()
                 .first()
                 .and_then(|l| l.listener_arn())
-                .context("CreateListener returned nothing")?
-                .to_owned();
-            progress
-                .resource(ResourceAction::Created, Kind::Listener, &arn, &listener_name)
-                .await?;
-            arn
-        }
-    };
+                .map(str::to_owned)
+                .context("CreateListener returned nothing")
+        },
+    )
+    .await
+}
 
-    // Path rules, in the spec's order (first match wins).
+/// Path rules, in the spec's order (first match wins): an existing rule at a priority is
+/// brought up to date, a missing one created.
+async fn rules(
+    aws: &Aws,
+    names: &Names<'_>,
+    listener: &str,
+    b: &crate::spec::Balancer,
+    target_groups: &BTreeMap<String, String>,
+    progress: &Progress<'_>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let rules = aws
         .elb
         .describe_rules()
-        .listener_arn(&listener)
+        .listener_arn(listener)
         .send()
         .await
-        .during(|| format!("list the rules of {listener_name}"))?;
+        .during(|| format!("list the rules of {}:{}", names.load_balancer(), b.port))?;
     for (i, route) in b.routes.iter().enumerate() {
         interrupted(cancel)?;
         let priority = (i + 1).to_string();
@@ -254,47 +316,44 @@ pub async fn ensure(
             .build();
         // Also its Name tag: ELB tag values allow letters, numbers, spaces and `_.:/=+-@` only.
         let rule_name = format!("{} to {}", route.path, route.role);
-        match rules.rules().iter().find(|r| r.priority() == Some(priority.as_str())) {
-            Some(r) => {
-                let arn = r.rule_arn().unwrap_or_default().to_owned();
-                let request = aws
-                    .elb
-                    .modify_rule()
-                    .rule_arn(&arn)
-                    .conditions(condition)
-                    .actions(forward);
-                settled(|| request.clone().send())
-                    .await
-                    .during(|| format!("update rule {rule_name}"))?;
-                progress
-                    .resource(ResourceAction::Found, Kind::Rule, &arn, &rule_name)
-                    .await?;
-            }
-            None => {
-                let request = aws
-                    .elb
-                    .create_rule()
-                    .listener_arn(&listener)
-                    .priority(i as i32 + 1)
-                    .conditions(condition)
-                    .actions(forward)
-                    .set_tags(Some(tags(None, &rule_name)));
-                let out = settled(|| request.clone().send())
-                    .await
-                    .during(|| format!("create rule {rule_name}"))?;
-                let arn = out.rules().first().and_then(|r| r.rule_arn()).unwrap_or_default();
-                progress
-                    .resource(ResourceAction::Created, Kind::Rule, arn, &rule_name)
-                    .await?;
-            }
+        let found = rules
+            .rules()
+            .iter()
+            .find(|r| r.priority() == Some(priority.as_str()))
+            .map(|r| r.rule_arn().unwrap_or_default().to_owned());
+        if let Some(arn) = &found {
+            let request = aws
+                .elb
+                .modify_rule()
+                .rule_arn(arn)
+                .conditions(condition.clone())
+                .actions(forward.clone());
+            settled(|| request.clone().send())
+                .await
+                .during(|| format!("update rule {rule_name}"))?;
         }
+        find_or_create(progress, Kind::Rule, &rule_name, found, String::clone, || async {
+            let request = aws
+                .elb
+                .create_rule()
+                .listener_arn(listener)
+                .priority(i as i32 + 1)
+                .conditions(condition)
+                .actions(forward)
+                .set_tags(Some(names.tags(None, &rule_name)));
+            let out = settled(|| request.clone().send())
+                .await
+                .during(|| format!("create rule {rule_name}"))?;
+            Ok(out
+                .rules()
+                .first()
+                .and_then(|r| r.rule_arn())
+                .unwrap_or_default()
+                .to_owned())
+        })
+        .await?;
     }
-    Ok(Some(Alb {
-        arn: lb_arn,
-        dns: lb.dns_name().unwrap_or_default().to_owned(),
-        port: b.port,
-        target_groups,
-    }))
+    Ok(())
 }
 
 /// Refuses to adopt an ELB resource that carries another deployment's tag (or none).

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::network::{self, GroupPlan, Peer};
 use super::resource::{self, Kind, TAG_DEPLOYMENT, TAG_HOST_KEY, TAG_ROLE, filter, tag};
-use super::{Aws, AwsError, Call, Progress, interrupted, settled};
+use super::{Aws, AwsError, Call, Progress, find_or_create, interrupted, settled};
 use crate::aws::cloud_init::HostKey;
-use crate::event::{CloudEvent, ResourceAction};
+use crate::event::CloudEvent;
 use crate::spec::Spec;
 
 /// Canonical's account, owner of the official Ubuntu AMIs.
@@ -458,7 +458,7 @@ async fn operator_cidr() -> anyhow::Result<String> {
 
 async fn key_pair(aws: &Aws, s: &LaunchSettings, progress: &Progress<'_>) -> anyhow::Result<()> {
     let name = &s.key_name;
-    match aws
+    let found = match aws
         .ec2
         .describe_key_pairs()
         .key_names(name)
@@ -466,25 +466,28 @@ async fn key_pair(aws: &Aws, s: &LaunchSettings, progress: &Progress<'_>) -> any
         .await
         .during(|| format!("find key pair {name}"))
     {
-        Ok(out) if !out.key_pairs().is_empty() => return Ok(()),
-        Ok(_) => {}
-        Err(e) if e.code() == Some("InvalidKeyPair.NotFound") => {}
+        Ok(out) => out
+            .key_pairs()
+            .first()
+            .map(|k| k.key_pair_id().unwrap_or(name).to_owned()),
+        Err(e) if e.code() == Some("InvalidKeyPair.NotFound") => None,
         Err(e) => return Err(e.into()),
-    }
-    let tags = resource::tags(&s.deployment, None, name);
-    let out = aws
-        .ec2
-        .import_key_pair()
-        .key_name(name)
-        .public_key_material(aws_sdk_ec2::primitives::Blob::new(s.public_key.as_bytes()))
-        .tag_specifications(resource::ec2_tags(ResourceType::KeyPair, &tags))
-        .send()
-        .await
-        .during(|| format!("import key pair {name}"))?;
-    let id = out.key_pair_id().unwrap_or(name);
-    progress
-        .resource(ResourceAction::Created, Kind::KeyPair, id, name)
-        .await
+    };
+    find_or_create(progress, Kind::KeyPair, name, found, String::clone, || async {
+        let tags = resource::tags(&s.deployment, None, name);
+        let out = aws
+            .ec2
+            .import_key_pair()
+            .key_name(name)
+            .public_key_material(aws_sdk_ec2::primitives::Blob::new(s.public_key.as_bytes()))
+            .tag_specifications(resource::ec2_tags(ResourceType::KeyPair, &tags))
+            .send()
+            .await
+            .during(|| format!("import key pair {name}"))?;
+        Ok(out.key_pair_id().unwrap_or(name).to_owned())
+    })
+    .await?;
+    Ok(())
 }
 
 async fn security_groups(
@@ -510,36 +513,28 @@ async fn security_groups(
             let mine = tag(sg.tags(), TAG_DEPLOYMENT) == Some(deployment);
             Some((sg.group_id()?.to_owned(), mine))
         });
-        let id = match found {
-            Some((id, true)) => {
-                progress
-                    .resource(ResourceAction::Found, Kind::SecurityGroup, &id, &g.name)
-                    .await?;
-                id
-            }
+        let found = match found {
             Some((id, false)) => bail!(
                 "security group {} ({id}) exists in {vpc} but is not agent's deployment {deployment}: remove it or deploy under another --name",
                 g.name
             ),
-            None => {
-                let tags = resource::tags(deployment, Some(&g.role), &g.name);
-                let out = aws
-                    .ec2
-                    .create_security_group()
-                    .group_name(&g.name)
-                    .description(&g.description)
-                    .vpc_id(vpc)
-                    .tag_specifications(resource::ec2_tags(ResourceType::SecurityGroup, &tags))
-                    .send()
-                    .await
-                    .during(|| format!("create security group {}", g.name))?;
-                let id = out.group_id().context("CreateSecurityGroup returned no id")?.to_owned();
-                progress
-                    .resource(ResourceAction::Created, Kind::SecurityGroup, &id, &g.name)
-                    .await?;
-                id
-            }
+            other => other.map(|(id, _)| id),
         };
+        let id = find_or_create(progress, Kind::SecurityGroup, &g.name, found, String::clone, || async {
+            let tags = resource::tags(deployment, Some(&g.role), &g.name);
+            let out = aws
+                .ec2
+                .create_security_group()
+                .group_name(&g.name)
+                .description(&g.description)
+                .vpc_id(vpc)
+                .tag_specifications(resource::ec2_tags(ResourceType::SecurityGroup, &tags))
+                .send()
+                .await
+                .during(|| format!("create security group {}", g.name))?;
+            Ok(out.group_id().context("CreateSecurityGroup returned no id")?.to_owned())
+        })
+        .await?;
         ids.insert(g.role.clone(), id);
     }
     for g in plans {
@@ -610,60 +605,59 @@ async fn instances(
             interrupted(cancel)?;
             let name = format!("{role_name}-{slot}");
             let tag_name = format!("{}-{name}", s.deployment);
-            if let Some(i) = existing.iter().find(|i| tag(i.tags(), "Name") == Some(&tag_name)) {
-                let id = i.instance_id().unwrap_or_default().to_owned();
-                progress
-                    .resource(ResourceAction::Found, Kind::Instance, &id, &tag_name)
-                    .await?;
+            let found = existing.iter().find(|i| tag(i.tags(), "Name") == Some(&tag_name));
+            if let Some(i) = found {
+                let id = i.instance_id().unwrap_or_default();
                 match i.state().and_then(|st| st.name()) {
-                    Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => stopped.push(id.clone()),
+                    Some(InstanceStateName::Stopped | InstanceStateName::Stopping) => stopped.push(id.to_owned()),
                     Some(InstanceStateName::ShuttingDown) => {
                         bail!("instance {id} ({tag_name}) is shutting down: wait for it to end, then deploy again")
                     }
                     _ => {}
                 }
-                ids.push(id);
-                continue;
             }
-            let key = HostKey::generate(&format!("agent:{}/{name}", s.deployment))
-                .context("cannot generate a host key (/dev/urandom)")?;
-            let mut tags = resource::tags(&s.deployment, Some(role_name), &tag_name);
-            tags.push((TAG_HOST_KEY, key.public_line()));
-            let request = aws
-                .ec2
-                .run_instances()
-                .image_id(image)
-                .instance_type(InstanceType::from(role.instance_type.as_str()))
-                .key_name(&s.key_name)
-                .min_count(1)
-                .max_count(1)
-                .subnet_id(&subnets[role_name].id)
-                .security_group_ids(&groups[role_name])
-                .user_data(aws_smithy_types::base64::encode(
-                    key.user_data(&format!("{} {name}", s.deployment)),
-                ))
-                .tag_specifications(resource::ec2_tags(ResourceType::Instance, &tags))
-                .tag_specifications(resource::ec2_tags(ResourceType::Volume, &tags[..3]))
-                .metadata_options(metadata_options())
-                .monitoring(
-                    RunInstancesMonitoringEnabled::builder()
-                        .enabled(s.detailed_monitoring)
-                        .build(),
-                );
-            // (the security group may be this run's, not yet visible to EC2's launch path)
-            let out = settled(|| request.clone().send())
-                .await
-                .during(|| format!("launch {tag_name} ({}, {image})", role.instance_type))?;
-            let id = out
-                .instances()
-                .first()
-                .and_then(|i| i.instance_id())
-                .context("RunInstances returned no instance")?
-                .to_owned();
-            progress
-                .resource(ResourceAction::Created, Kind::Instance, &id, &tag_name)
-                .await?;
-            progress.host_key(&id, &key.public())?;
+            let found = found.map(|i| i.instance_id().unwrap_or_default().to_owned());
+            let id = find_or_create(progress, Kind::Instance, &tag_name, found, String::clone, || async {
+                let key = HostKey::generate(&format!("agent:{}/{name}", s.deployment))
+                    .context("cannot generate a host key (/dev/urandom)")?;
+                let mut tags = resource::tags(&s.deployment, Some(role_name), &tag_name);
+                tags.push((TAG_HOST_KEY, key.public_line()));
+                let request = aws
+                    .ec2
+                    .run_instances()
+                    .image_id(image)
+                    .instance_type(InstanceType::from(role.instance_type.as_str()))
+                    .key_name(&s.key_name)
+                    .min_count(1)
+                    .max_count(1)
+                    .subnet_id(&subnets[role_name].id)
+                    .security_group_ids(&groups[role_name])
+                    .user_data(aws_smithy_types::base64::encode(
+                        key.user_data(&format!("{} {name}", s.deployment)),
+                    ))
+                    .tag_specifications(resource::ec2_tags(ResourceType::Instance, &tags))
+                    .tag_specifications(resource::ec2_tags(ResourceType::Volume, &tags[..3]))
+                    .metadata_options(metadata_options())
+                    .monitoring(
+                        RunInstancesMonitoringEnabled::builder()
+                            .enabled(s.detailed_monitoring)
+                            .build(),
+                    );
+                // (the security group may be this run's, not yet visible to EC2's launch path)
+                let out = settled(|| request.clone().send())
+                    .await
+                    .during(|| format!("launch {tag_name} ({}, {image})", role.instance_type))?;
+                let id = out
+                    .instances()
+                    .first()
+                    .and_then(|i| i.instance_id())
+                    .context("RunInstances returned no instance")?
+                    .to_owned();
+                // Pinned the moment it exists, under its id (its address comes later).
+                progress.host_key(&id, &key.public())?;
+                Ok(id)
+            })
+            .await?;
             ids.push(id);
         }
     }

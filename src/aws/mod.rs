@@ -383,6 +383,28 @@ impl Progress<'_> {
     }
 }
 
+/// Every resource agent makes goes through here: what the lookup `found` is reported as
+/// found; otherwise `create` makes it (tagged at creation) and it is recorded before the
+/// next one is made, so a crash between two creates leaves nothing untracked.
+pub async fn find_or_create<T, Fut>(
+    progress: &Progress<'_>,
+    kind: Kind,
+    name: &str,
+    found: Option<T>,
+    id: impl Fn(&T) -> String,
+    create: impl FnOnce() -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (value, action) = match found {
+        Some(v) => (v, ResourceAction::Found),
+        None => (create().await?, ResourceAction::Created),
+    };
+    progress.resource(action, kind, &id(&value), name).await?;
+    Ok(value)
+}
+
 /// Between two creates: stop here if Ctrl-C came (an in-flight create is always finished
 /// and recorded first).
 pub fn interrupted(cancel: &CancellationToken) -> anyhow::Result<()> {
