@@ -90,8 +90,9 @@ pub async fn key_pairs(aws: &Aws, deployment: &str) -> Result<Vec<(String, Strin
         .collect())
 }
 
-/// Removes everything of `deployment`; returns the ids of the terminated instances (whose
-/// host keys the caller forgets). Idempotent: a second run finds and removes nothing.
+/// Removes everything of `deployment`, in dependency order; returns the ids of the
+/// terminated instances (whose host keys the caller forgets). Idempotent: a second run
+/// finds and removes nothing.
 pub async fn terminate(
     aws: &Aws,
     deployment: &str,
@@ -99,236 +100,321 @@ pub async fn terminate(
     progress: &Progress<'_>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<String>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let check = || interrupted(cancel);
-    let deleted = |kind, id: &str, name: &str| CloudEvent::Resource {
+    let t = Teardown {
+        aws,
+        deployment,
+        timeout,
+        deadline: tokio::time::Instant::now() + timeout,
+        progress,
+        cancel,
+    };
+    t.load_balancers().await?;
+    t.target_groups().await?;
+    let ids = t.instances().await?;
+    t.security_groups().await?;
+    t.key_pairs().await?;
+    Ok(ids)
+}
+
+/// One `terminate`'s shared ends: where, how long, where progress goes.
+#[derive(Clone, Copy)]
+struct Teardown<'a> {
+    aws: &'a Aws,
+    deployment: &'a str,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    progress: &'a Progress<'a>,
+    cancel: &'a CancellationToken,
+}
+
+fn deleted(kind: Kind, id: &str, name: &str) -> CloudEvent {
+    CloudEvent::Resource {
         action: ResourceAction::Deleted,
         kind,
         id: id.to_owned(),
         name: name.to_owned(),
-    };
+    }
+}
 
-    // Load balancers, with their rules and listeners.
-    let lbs = load_balancers(aws, deployment).await?;
-    for lb in &lbs {
-        check()?;
-        let arn = lb.load_balancer_arn().unwrap_or_default();
-        let name = lb.load_balancer_name().unwrap_or_default();
-        let listeners = aws
-            .elb
-            .describe_listeners()
-            .load_balancer_arn(arn)
-            .send()
-            .await
-            .during(|| format!("list the listeners of {name}"))?;
-        for l in listeners.listeners() {
-            let l_arn = l.listener_arn().unwrap_or_default();
-            let rules = aws
+impl Teardown<'_> {
+    /// Load balancers with their rules and listeners, then the wait until they are gone
+    /// (target groups and security groups stay in use until then).
+    async fn load_balancers(&self) -> anyhow::Result<()> {
+        let Teardown {
+            aws,
+            deployment,
+            timeout,
+            deadline,
+            progress,
+            cancel,
+        } = *self;
+        let lbs = load_balancers(aws, deployment).await?;
+        for lb in &lbs {
+            interrupted(cancel)?;
+            let arn = lb.load_balancer_arn().unwrap_or_default();
+            let name = lb.load_balancer_name().unwrap_or_default();
+            let listeners = aws
                 .elb
-                .describe_rules()
-                .listener_arn(l_arn)
+                .describe_listeners()
+                .load_balancer_arn(arn)
                 .send()
                 .await
-                .during(|| format!("list the rules of {name}"))?;
-            for r in rules.rules().iter().filter(|r| r.is_default() != Some(true)) {
-                let r_arn = r.rule_arn().unwrap_or_default();
-                aws.elb
-                    .delete_rule()
-                    .rule_arn(r_arn)
+                .during(|| format!("list the listeners of {name}"))?;
+            for l in listeners.listeners() {
+                let l_arn = l.listener_arn().unwrap_or_default();
+                let rules = aws
+                    .elb
+                    .describe_rules()
+                    .listener_arn(l_arn)
                     .send()
                     .await
-                    .during(|| format!("delete rule {r_arn}"))?;
+                    .during(|| format!("list the rules of {name}"))?;
+                for r in rules.rules().iter().filter(|r| r.is_default() != Some(true)) {
+                    let r_arn = r.rule_arn().unwrap_or_default();
+                    aws.elb
+                        .delete_rule()
+                        .rule_arn(r_arn)
+                        .send()
+                        .await
+                        .during(|| format!("delete rule {r_arn}"))?;
+                    progress
+                        .event(deleted(
+                            Kind::Rule,
+                            r_arn,
+                            &format!("priority {}", r.priority().unwrap_or("?")),
+                        ))
+                        .await;
+                }
+                aws.elb
+                    .delete_listener()
+                    .listener_arn(l_arn)
+                    .send()
+                    .await
+                    .during(|| format!("delete listener {l_arn}"))?;
                 progress
                     .event(deleted(
-                        Kind::Rule,
-                        r_arn,
-                        &format!("priority {}", r.priority().unwrap_or("?")),
+                        Kind::Listener,
+                        l_arn,
+                        &format!("{name}:{}", l.port().unwrap_or(0)),
                     ))
                     .await;
             }
             aws.elb
-                .delete_listener()
-                .listener_arn(l_arn)
+                .delete_load_balancer()
+                .load_balancer_arn(arn)
                 .send()
                 .await
-                .during(|| format!("delete listener {l_arn}"))?;
-            progress
-                .event(deleted(
-                    Kind::Listener,
-                    l_arn,
-                    &format!("{name}:{}", l.port().unwrap_or(0)),
-                ))
-                .await;
+                .during(|| format!("delete load balancer {name}"))?;
+            progress.event(deleted(Kind::LoadBalancer, arn, name)).await;
         }
-        aws.elb
-            .delete_load_balancer()
-            .load_balancer_arn(arn)
-            .send()
-            .await
-            .during(|| format!("delete load balancer {name}"))?;
-        progress.event(deleted(Kind::LoadBalancer, arn, name)).await;
+        if !lbs.is_empty() {
+            // Target groups and security groups stay in use until the load balancer is gone.
+            let arns: Vec<String> = lbs
+                .iter()
+                .filter_map(|l| l.load_balancer_arn())
+                .map(str::to_owned)
+                .collect();
+            let gone = super::poll(Duration::from_secs(3), deadline, cancel, || async {
+                let r = aws
+                    .elb
+                    .describe_load_balancers()
+                    .set_load_balancer_arns(Some(arns.clone()))
+                    .send()
+                    .await;
+                match r.during(|| "check the load balancers are gone".into()) {
+                    Ok(out) => Ok(out.load_balancers().is_empty().then_some(())),
+                    Err(e) if e.code() == Some("LoadBalancerNotFound") => Ok(Some(())),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+            interrupted(cancel)?;
+            if gone.is_none() {
+                bail!(
+                    "load balancers still exist after {}s: run agent terminate again",
+                    timeout.as_secs()
+                );
+            }
+        }
+
+        Ok(())
     }
-    if !lbs.is_empty() {
-        // Target groups and security groups stay in use until the load balancer is gone.
-        let arns: Vec<String> = lbs
+
+    async fn target_groups(&self) -> anyhow::Result<()> {
+        let Teardown {
+            aws,
+            deployment,
+            deadline,
+            progress,
+            cancel,
+            ..
+        } = *self;
+        for (arn, name) in target_groups(aws, deployment).await? {
+            interrupted(cancel)?;
+            retry(
+                deadline,
+                cancel,
+                &["ResourceInUse"],
+                &format!("delete target group {name}"),
+                progress,
+                || async {
+                    aws.elb
+                        .delete_target_group()
+                        .target_group_arn(&arn)
+                        .send()
+                        .await
+                        .during(|| format!("delete target group {name}"))
+                },
+            )
+            .await?;
+            progress.event(deleted(Kind::TargetGroup, &arn, &name)).await;
+        }
+
+        Ok(())
+    }
+
+    /// Instances: terminated all at once, then waited for; their ids.
+    async fn instances(&self) -> anyhow::Result<Vec<String>> {
+        let Teardown {
+            aws,
+            deployment,
+            timeout,
+            deadline,
+            progress,
+            cancel,
+        } = *self;
+        let instances = launch::existing(aws, deployment).await?;
+        let ids: Vec<String> = instances
             .iter()
-            .filter_map(|l| l.load_balancer_arn())
+            .filter_map(|i| i.instance_id())
             .map(str::to_owned)
             .collect();
-        let gone = super::poll(Duration::from_secs(3), deadline, cancel, || async {
-            let r = aws
-                .elb
-                .describe_load_balancers()
-                .set_load_balancer_arns(Some(arns.clone()))
-                .send()
-                .await;
-            match r.during(|| "check the load balancers are gone".into()) {
-                Ok(out) => Ok(out.load_balancers().is_empty().then_some(())),
-                Err(e) if e.code() == Some("LoadBalancerNotFound") => Ok(Some(())),
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-        check()?;
-        if gone.is_none() {
-            bail!(
-                "load balancers still exist after {}s: run agent terminate again",
-                timeout.as_secs()
-            );
-        }
-    }
-
-    for (arn, name) in target_groups(aws, deployment).await? {
-        check()?;
-        retry(
-            deadline,
-            cancel,
-            &["ResourceInUse"],
-            &format!("delete target group {name}"),
-            progress,
-            || async {
-                aws.elb
-                    .delete_target_group()
-                    .target_group_arn(&arn)
-                    .send()
-                    .await
-                    .during(|| format!("delete target group {name}"))
-            },
-        )
-        .await?;
-        progress.event(deleted(Kind::TargetGroup, &arn, &name)).await;
-    }
-
-    // Instances: terminate all at once, then wait for every one to be gone.
-    let instances = launch::existing(aws, deployment).await?;
-    let ids: Vec<String> = instances
-        .iter()
-        .filter_map(|i| i.instance_id())
-        .map(str::to_owned)
-        .collect();
-    if !ids.is_empty() {
-        check()?;
-        aws.ec2
-            .terminate_instances()
-            .set_instance_ids(Some(ids.clone()))
-            .send()
-            .await
-            .during(|| format!("terminate {}", ids.join(", ")))?;
-        for i in &instances {
-            let id = i.instance_id().unwrap_or_default();
-            progress
-                .event(deleted(Kind::Instance, id, tag(i.tags(), "Name").unwrap_or(id)))
-                .await;
-        }
-        let done = super::poll(Duration::from_secs(3), deadline, cancel, || async {
-            let out = aws
-                .ec2
-                .describe_instances()
+        if !ids.is_empty() {
+            interrupted(cancel)?;
+            aws.ec2
+                .terminate_instances()
                 .set_instance_ids(Some(ids.clone()))
                 .send()
                 .await
-                .during(|| "check the instances are terminated".into())?;
-            let ended = out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated))
-                .count();
-            progress
-                .event(CloudEvent::Waiting {
-                    what: "instances terminated".into(),
-                    done: ended,
-                    total: ids.len(),
-                })
-                .await;
-            Ok((ended == ids.len()).then_some(()))
-        })
-        .await?;
-        check()?;
-        if done.is_none() {
-            bail!(
-                "instances not terminated after {}s: run agent terminate again",
-                timeout.as_secs()
-            );
-        }
-    }
-
-    // Security groups: rules naming another group go first (a group referenced by another
-    // cannot be deleted), then each group, retried while AWS still sees a dependency.
-    let groups = security_groups(aws, deployment).await?;
-    for g in &groups {
-        let referencing: Vec<_> = g
-            .ip_permissions()
-            .iter()
-            .filter(|p| !p.user_id_group_pairs().is_empty())
-            .cloned()
-            .collect();
-        if !referencing.is_empty() {
-            let id = g.group_id().unwrap_or_default();
-            aws.ec2
-                .revoke_security_group_ingress()
-                .group_id(id)
-                .set_ip_permissions(Some(referencing))
-                .send()
-                .await
-                .during(|| format!("remove the group rules of {id}"))?;
-        }
-    }
-    for g in &groups {
-        check()?;
-        let id = g.group_id().unwrap_or_default();
-        let name = g.group_name().unwrap_or_default();
-        retry(
-            deadline,
-            cancel,
-            &["DependencyViolation"],
-            &format!("delete security group {name}"),
-            progress,
-            || async {
-                aws.ec2
-                    .delete_security_group()
-                    .group_id(id)
+                .during(|| format!("terminate {}", ids.join(", ")))?;
+            for i in &instances {
+                let id = i.instance_id().unwrap_or_default();
+                progress
+                    .event(deleted(Kind::Instance, id, tag(i.tags(), "Name").unwrap_or(id)))
+                    .await;
+            }
+            let done = super::poll(Duration::from_secs(3), deadline, cancel, || async {
+                let out = aws
+                    .ec2
+                    .describe_instances()
+                    .set_instance_ids(Some(ids.clone()))
                     .send()
                     .await
-                    .during(|| format!("delete security group {name} ({id})"))
-            },
-        )
-        .await?;
-        progress.event(deleted(Kind::SecurityGroup, id, name)).await;
+                    .during(|| "check the instances are terminated".into())?;
+                let ended = out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated))
+                    .count();
+                progress
+                    .event(CloudEvent::Waiting {
+                        what: "instances terminated".into(),
+                        done: ended,
+                        total: ids.len(),
+                    })
+                    .await;
+                Ok((ended == ids.len()).then_some(()))
+            })
+            .await?;
+            interrupted(cancel)?;
+            if done.is_none() {
+                bail!(
+                    "instances not terminated after {}s: run agent terminate again",
+                    timeout.as_secs()
+                );
+            }
+        }
+
+        Ok(ids)
     }
 
-    // Only a key pair agent imported carries the tag; the lab's vockey is never touched.
-    for (id, name) in key_pairs(aws, deployment).await? {
-        // By name: moto ignores DeleteKeyPair by id.
-        aws.ec2
-            .delete_key_pair()
-            .key_name(&name)
-            .send()
-            .await
-            .during(|| format!("delete key pair {name}"))?;
-        progress.event(deleted(Kind::KeyPair, &id, &name)).await;
+    /// Security groups: rules naming another group go first (a group referenced by another
+    /// cannot be deleted), then each group, retried while AWS still sees a dependency.
+    async fn security_groups(&self) -> anyhow::Result<()> {
+        let Teardown {
+            aws,
+            deployment,
+            deadline,
+            progress,
+            cancel,
+            ..
+        } = *self;
+        let groups = security_groups(aws, deployment).await?;
+        for g in &groups {
+            let referencing: Vec<_> = g
+                .ip_permissions()
+                .iter()
+                .filter(|p| !p.user_id_group_pairs().is_empty())
+                .cloned()
+                .collect();
+            if !referencing.is_empty() {
+                let id = g.group_id().unwrap_or_default();
+                aws.ec2
+                    .revoke_security_group_ingress()
+                    .group_id(id)
+                    .set_ip_permissions(Some(referencing))
+                    .send()
+                    .await
+                    .during(|| format!("remove the group rules of {id}"))?;
+            }
+        }
+        for g in &groups {
+            interrupted(cancel)?;
+            let id = g.group_id().unwrap_or_default();
+            let name = g.group_name().unwrap_or_default();
+            retry(
+                deadline,
+                cancel,
+                &["DependencyViolation"],
+                &format!("delete security group {name}"),
+                progress,
+                || async {
+                    aws.ec2
+                        .delete_security_group()
+                        .group_id(id)
+                        .send()
+                        .await
+                        .during(|| format!("delete security group {name} ({id})"))
+                },
+            )
+            .await?;
+            progress.event(deleted(Kind::SecurityGroup, id, name)).await;
+        }
+
+        Ok(())
     }
-    Ok(ids)
+
+    /// Only a key pair agent imported carries the tag; the lab's vockey is never touched.
+    async fn key_pairs(&self) -> anyhow::Result<()> {
+        let Teardown {
+            aws,
+            deployment,
+            progress,
+            ..
+        } = *self;
+        for (id, name) in key_pairs(aws, deployment).await? {
+            // By name: moto ignores DeleteKeyPair by id.
+            aws.ec2
+                .delete_key_pair()
+                .key_name(&name)
+                .send()
+                .await
+                .during(|| format!("delete key pair {name}"))?;
+            progress.event(deleted(Kind::KeyPair, &id, &name)).await;
+        }
+        Ok(())
+    }
 }
 
 /// Retries `call` while it fails with one of `codes` (AWS still sees a dependency that is on

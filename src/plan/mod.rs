@@ -182,170 +182,188 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
         if by_role(hosts, role_name).next().is_none() {
             return Err(PlanError::MissingRole {
                 spec: spec.name.clone(),
-                role: role_name.clone(),
+                role: role_name.to_owned(),
                 known: known(),
             });
         }
-        let bin = binary(role.program);
         for host in by_role(hosts, role_name) {
-            let per_port = role.ports.len() > 1;
-            let args = vec![
-                Word::Literal("--port".into()),
-                if per_port {
-                    Word::Specifier("%i")
-                } else {
-                    Word::Literal(role.ports[0].to_string())
-                },
-            ];
-            // Per-host values live in the environment file, so every host of a role shares
-            // one unit and one run script.
-            let mut env = vec![("AGENT_DEPLOYMENT".to_owned(), spec.name.clone())];
-            let model_dir = format!("{MODELS_DIR}/{}", spec.name);
-            match role.program {
-                Program::Web => env.push((vars::WEB_NAME.into(), host.name.clone())),
-                Program::Orchestrator => env.push((vars::WORKERS.into(), workers(spec, hosts).join(","))),
-                Program::Worker => {
-                    env.push((vars::WORKER_MODEL.into(), model_dir.clone()));
-                    // Threads are split between the host's worker processes.
-                    env.push((vars::WORKER_PROCESSES.into(), role.ports.len().to_string()));
-                    env.push((vars::WORKER_HEAD_SEED.into(), HEAD_SEED.to_string()));
-                }
-            }
-            let unit = ServiceUnit {
-                deployment: spec.name.clone(),
-                binary: bin.into(),
-                args,
-                per_port,
-            };
-            let units = unit.instances(&role.ports);
-            let services: Vec<ServicePlan> = units
-                .iter()
-                .zip(&role.ports)
-                .map(|(u, &port)| ServicePlan {
-                    unit: u.clone(),
-                    command: unit.supervised_command(port),
-                })
-                .collect();
-            plans.push(HostPlan {
-                host: host.name.clone(),
-                address: host.address.clone(),
-                role: role_name.clone(),
-                packages: role.packages.clone(),
-                files: [
-                    FilePlan {
-                        path: format!("{}/{bin}", unit::BIN_DIR),
-                        mode: 0o755,
-                        source: Source::Program(bin),
-                        restarts: units.clone(),
-                        validate: None,
-                    },
-                    FilePlan {
-                        path: format!("/etc/systemd/system/{}", unit.file_name()),
-                        mode: 0o644,
-                        source: Source::Text(unit.render()),
-                        restarts: units.clone(),
-                        validate: None,
-                    },
-                    FilePlan {
-                        path: unit.env_file(),
-                        mode: 0o644,
-                        source: Source::Text(unit.render_env(&env)),
-                        restarts: units.clone(),
-                        validate: None,
-                    },
-                    FilePlan {
-                        path: unit.run_script(),
-                        mode: 0o755,
-                        source: Source::Text(unit.render_run_script()),
-                        restarts: units.clone(),
-                        validate: None,
-                    },
-                ]
-                .into_iter()
-                .chain(model_files(role.program, model, &model_dir, &units))
-                .collect(),
-                setup: model_setup(role.program, model, &model_dir, bin, &units),
-                health: role
-                    .ports
-                    .iter()
-                    .zip(&units)
-                    .map(|(&port, u)| HealthCheck {
-                        port,
-                        path: role.health.clone(),
-                        status: 200,
-                        service: u.clone(),
-                    })
-                    .collect(),
-                services,
-                balancer: false,
-                host_key: None,
-            });
+            plans.push(program_host(spec, hosts, model, role_name, role, host));
         }
     }
     if let Some(b) = &spec.balancer {
-        let lbs: Vec<&Host> = by_role(hosts, &b.role).collect();
-        if lbs.len() != 1 {
-            return Err(PlanError::Balancer {
-                spec: spec.name.clone(),
-                role: b.role.clone(),
-                found: lbs.len(),
-            });
-        }
-        let routes = b
-            .routes
-            .iter()
-            .map(|r| BalancedRoute {
-                path: r.path.clone(),
-                backend: r.role.clone(),
-                health: spec.roles[&r.role].health.clone(),
-                servers: by_role(hosts, &r.role)
-                    .map(|h| Server {
-                        name: h.name.clone(),
-                        address: h.private_address().to_owned(),
-                        port: spec.roles[&r.role].ports[0],
-                    })
-                    .collect(),
-            })
-            .collect();
-        let config = HaproxyConfig {
-            deployment: spec.name.clone(),
-            port: b.port,
-            routes,
-        };
-        plans.push(HostPlan {
-            host: lbs[0].name.clone(),
-            address: lbs[0].address.clone(),
-            role: b.role.clone(),
-            packages: vec!["haproxy".into()],
-            files: vec![FilePlan {
-                path: HAPROXY_CONFIG.into(),
-                mode: 0o644,
-                source: Source::Text(config.text()),
-                restarts: vec!["haproxy.service".into()],
-                validate: Some(["/usr/sbin/haproxy", "-c", "-q", "-f", "{}"].map(String::from).into()),
-            }],
-            setup: Vec::new(),
-            services: vec![ServicePlan {
-                unit: "haproxy.service".into(),
-                command: ["/usr/sbin/haproxy", "-W", "-db", "-f", HAPROXY_CONFIG]
-                    .map(String::from)
-                    .into(),
-            }],
-            // The fixed 404 of an unrouted path shows HAProxy runs this config, whether or
-            // not the backends are up yet.
-            health: vec![HealthCheck {
-                port: b.port,
-                path: "/".into(),
-                status: 404,
-                service: "haproxy.service".into(),
-            }],
-            balancer: true,
-            host_key: None,
-        });
+        plans.push(balancer_host(spec, hosts, b)?);
     }
     Ok(Plan {
         deployment: spec.name.clone(),
         hosts: plans,
+    })
+}
+
+/// A host of a role running one of the remote programs: the binary, its unit, environment
+/// and run script, the model where it needs one, its services and health checks.
+fn program_host(
+    spec: &Spec,
+    hosts: &[Host],
+    model: &ModelSource,
+    role_name: &str,
+    role: &crate::spec::Role,
+    host: &Host,
+) -> HostPlan {
+    let bin = binary(role.program);
+    let per_port = role.ports.len() > 1;
+    let args = vec![
+        Word::Literal("--port".into()),
+        if per_port {
+            Word::Specifier("%i")
+        } else {
+            Word::Literal(role.ports[0].to_string())
+        },
+    ];
+    // Per-host values live in the environment file, so every host of a role shares
+    // one unit and one run script.
+    let mut env = vec![("AGENT_DEPLOYMENT".to_owned(), spec.name.clone())];
+    let model_dir = format!("{MODELS_DIR}/{}", spec.name);
+    match role.program {
+        Program::Web => env.push((vars::WEB_NAME.into(), host.name.clone())),
+        Program::Orchestrator => env.push((vars::WORKERS.into(), workers(spec, hosts).join(","))),
+        Program::Worker => {
+            env.push((vars::WORKER_MODEL.into(), model_dir.clone()));
+            // Threads are split between the host's worker processes.
+            env.push((vars::WORKER_PROCESSES.into(), role.ports.len().to_string()));
+            env.push((vars::WORKER_HEAD_SEED.into(), HEAD_SEED.to_string()));
+        }
+    }
+    let unit = ServiceUnit {
+        deployment: spec.name.clone(),
+        binary: bin.into(),
+        args,
+        per_port,
+    };
+    let units = unit.instances(&role.ports);
+    let services: Vec<ServicePlan> = units
+        .iter()
+        .zip(&role.ports)
+        .map(|(u, &port)| ServicePlan {
+            unit: u.clone(),
+            command: unit.supervised_command(port),
+        })
+        .collect();
+    HostPlan {
+        host: host.name.clone(),
+        address: host.address.clone(),
+        role: role_name.to_owned(),
+        packages: role.packages.clone(),
+        files: [
+            FilePlan {
+                path: format!("{}/{bin}", unit::BIN_DIR),
+                mode: 0o755,
+                source: Source::Program(bin),
+                restarts: units.clone(),
+                validate: None,
+            },
+            FilePlan {
+                path: format!("/etc/systemd/system/{}", unit.file_name()),
+                mode: 0o644,
+                source: Source::Text(unit.render()),
+                restarts: units.clone(),
+                validate: None,
+            },
+            FilePlan {
+                path: unit.env_file(),
+                mode: 0o644,
+                source: Source::Text(unit.render_env(&env)),
+                restarts: units.clone(),
+                validate: None,
+            },
+            FilePlan {
+                path: unit.run_script(),
+                mode: 0o755,
+                source: Source::Text(unit.render_run_script()),
+                restarts: units.clone(),
+                validate: None,
+            },
+        ]
+        .into_iter()
+        .chain(model_files(role.program, model, &model_dir, &units))
+        .collect(),
+        setup: model_setup(role.program, model, &model_dir, bin, &units),
+        health: role
+            .ports
+            .iter()
+            .zip(&units)
+            .map(|(&port, u)| HealthCheck {
+                port,
+                path: role.health.clone(),
+                status: 200,
+                service: u.clone(),
+            })
+            .collect(),
+        services,
+        balancer: false,
+        host_key: None,
+    }
+}
+
+/// The load balancer's host: HAProxy with the spec's routes.
+fn balancer_host(spec: &Spec, hosts: &[Host], b: &crate::spec::Balancer) -> Result<HostPlan, PlanError> {
+    let lbs: Vec<&Host> = by_role(hosts, &b.role).collect();
+    if lbs.len() != 1 {
+        return Err(PlanError::Balancer {
+            spec: spec.name.clone(),
+            role: b.role.clone(),
+            found: lbs.len(),
+        });
+    }
+    let routes = b
+        .routes
+        .iter()
+        .map(|r| BalancedRoute {
+            path: r.path.clone(),
+            backend: r.role.clone(),
+            health: spec.roles[&r.role].health.clone(),
+            servers: by_role(hosts, &r.role)
+                .map(|h| Server {
+                    name: h.name.clone(),
+                    address: h.private_address().to_owned(),
+                    port: spec.roles[&r.role].ports[0],
+                })
+                .collect(),
+        })
+        .collect();
+    let config = HaproxyConfig {
+        deployment: spec.name.clone(),
+        port: b.port,
+        routes,
+    };
+    Ok(HostPlan {
+        host: lbs[0].name.clone(),
+        address: lbs[0].address.clone(),
+        role: b.role.clone(),
+        packages: vec!["haproxy".into()],
+        files: vec![FilePlan {
+            path: HAPROXY_CONFIG.into(),
+            mode: 0o644,
+            source: Source::Text(config.text()),
+            restarts: vec!["haproxy.service".into()],
+            validate: Some(["/usr/sbin/haproxy", "-c", "-q", "-f", "{}"].map(String::from).into()),
+        }],
+        setup: Vec::new(),
+        services: vec![ServicePlan {
+            unit: "haproxy.service".into(),
+            command: ["/usr/sbin/haproxy", "-W", "-db", "-f", HAPROXY_CONFIG]
+                .map(String::from)
+                .into(),
+        }],
+        // The fixed 404 of an unrouted path shows HAProxy runs this config, whether or
+        // not the backends are up yet.
+        health: vec![HealthCheck {
+            port: b.port,
+            path: "/".into(),
+            status: 404,
+            service: "haproxy.service".into(),
+        }],
+        balancer: true,
+        host_key: None,
     })
 }
 
