@@ -16,11 +16,11 @@ use crate::aws::{Aws, Interrupted, Progress, alb};
 use crate::exit;
 use crate::fleet::artifact::{self, ProgramSource};
 use crate::fleet::deploy as pipeline;
-use crate::fleet::exec::Target;
 use crate::inventory::{Host, Transport};
 use crate::plan::{self, Plan};
 use crate::printer::{self, Renderer};
 use crate::record::RecordStore;
+use crate::transport::connect::Target;
 use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::known_hosts::KnownHosts;
 

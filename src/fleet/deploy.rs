@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, HostId, Outcome, Stage, StepStatus};
 use crate::fleet::artifact::{Blob, sha256_hex};
-use crate::fleet::exec::{Connection, Target};
 use crate::inventory::Init;
 use crate::plan::{HealthCheck, HostPlan, Plan, Source};
 use crate::record::RecordStore;
 use crate::script::RemoteCommand;
 use crate::script::step::{self, Facts, ServiceActions, Upload};
+use crate::transport::connect::{Connection, Target};
 use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::known_hosts::KnownHosts;
 use crate::transport::{Output, Payload, Session};
@@ -137,7 +137,8 @@ impl HostRun<'_> {
         let started = Instant::now();
         let known_hosts = self.shared.known_hosts.clone();
         let connected =
-            crate::fleet::exec::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel).await;
+            crate::transport::connect::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel)
+                .await;
         let session = match connected {
             Ok(session) => session,
             Err(outcome) => {

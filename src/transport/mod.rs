@@ -1,6 +1,7 @@
 //! An open line to one host that runs [`RemoteCommand`]s: over SSH ([`crate::transport::ssh::SshSession`])
 //! or on this machine ([`LocalSession`]). Output goes out as [`Event`]s while it arrives.
 
+pub mod connect;
 pub mod ssh;
 
 use std::future::Future;
