@@ -131,6 +131,19 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The host it is about.
+    pub fn host(&self) -> HostId {
+        match self {
+            Event::Stage { host, .. }
+            | Event::Step { host, .. }
+            | Event::Notice { host, .. }
+            | Event::Line { host, .. }
+            | Event::Finished { host, .. } => *host,
+        }
+    }
+}
+
 /// What the AWS provider did or waits for, for the printer (before hosts exist, and in
 /// `terminate`, there are no per-host events).
 #[derive(Debug, Clone, PartialEq, Serialize)]

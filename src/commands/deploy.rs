@@ -18,7 +18,7 @@ use crate::fleet::artifact::{self, ProgramSource};
 use crate::fleet::deploy as pipeline;
 use crate::inventory::{Host, Transport};
 use crate::plan::{self, Plan};
-use crate::printer::{self, Renderer};
+use crate::printer::{self, hosts::Renderer};
 use crate::record::RecordStore;
 use crate::transport::connect::Target;
 use crate::transport::ssh::SshSettings;
@@ -132,7 +132,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     let record = Arc::new(RecordStore::open(&s.record, &deployment, &s.known_hosts)?);
     let known_hosts = Arc::new(KnownHosts::new(s.known_hosts.clone(), []));
 
-    let printer = printer::start_cloud(s.output.mode);
+    let printer = printer::cloud::start(s.output.mode);
     let progress = Progress {
         tx: &printer.tx,
         record: Some(&record),
@@ -201,7 +201,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     };
     let code = deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
 
-    let printer = printer::start_cloud(mode);
+    let printer = printer::cloud::start(mode);
     let progress = Progress {
         tx: &printer.tx,
         record: None,

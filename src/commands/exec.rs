@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use super::OutputSettings;
 use crate::exit;
 use crate::fleet::exec::{self as job, ExecJob};
-use crate::printer::Renderer;
+use crate::printer::hosts::Renderer;
 
 pub struct ExecSettings {
     pub job: ExecJob,

@@ -15,6 +15,6 @@ pub async fn run(
     let aws = Aws::connect(region).await?;
     let known_hosts = KnownHosts::new(known_hosts.to_owned(), []);
     let status = teardown::status(&aws, deployment, &known_hosts).await?;
-    printer::status(&status, json)?;
+    printer::cloud::status(&status, json)?;
     Ok(exit::OK)
 }

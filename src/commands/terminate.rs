@@ -21,7 +21,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
     let aws = Aws::connect(region).await?;
-    let printer = printer::start_cloud(mode);
+    let printer = printer::cloud::start(mode);
     let progress = Progress {
         tx: &printer.tx,
         record: None,
@@ -51,6 +51,6 @@ pub async fn run(
         }
         _ => {}
     }
-    printer::terminated(mode, deployment, &aws.region, deleted)?;
+    printer::cloud::terminated(mode, deployment, &aws.region, deleted)?;
     Ok(exit::OK)
 }
