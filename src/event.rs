@@ -1,6 +1,7 @@
 //! What happens on hosts, as data. Workers send [`Event`]s over a channel; one renderer
 //! (see [`crate::printer`]) owns the terminal and turns them into output.
 
+use crate::resource;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -151,7 +152,7 @@ impl Event {
 pub enum CloudEvent {
     Resource {
         action: ResourceAction,
-        kind: crate::resource::Kind,
+        kind: resource::Kind,
         id: String,
         name: String,
     },

@@ -12,6 +12,7 @@
 //! role = "web"              # optional
 //! ```
 
+use crate::format;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -126,7 +127,7 @@ pub fn load(path: &Path) -> Result<Vec<Host>, InventoryError> {
 fn parse(text: &str, path: &Path) -> Result<Vec<Host>, InventoryError> {
     let file: File = toml::from_str(text).map_err(|e| InventoryError::Parse {
         path: path.to_owned(),
-        message: crate::format::toml_error(text, &e),
+        message: format::toml_error(text, &e),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |k: PathBuf| if k.is_absolute() { k } else { base.join(k) };

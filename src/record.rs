@@ -4,6 +4,7 @@
 //! adds what a host cannot tell: which services still owe a restart for files already
 //! uploaded, and which host keys were pinned.
 
+use crate::resource;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ pub struct Record {
     pub hosts: BTreeMap<String, HostRecord>,
     /// Cloud resources this deployment created, each saved before the next was created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resources: Vec<crate::resource::Resource>,
+    pub resources: Vec<resource::Resource>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +117,7 @@ impl RecordStore {
     }
 
     /// Adds a created cloud resource and returns once it is on disk.
-    pub async fn commit_resource(&self, resource: crate::resource::Resource) -> std::io::Result<()> {
+    pub async fn commit_resource(&self, resource: resource::Resource) -> std::io::Result<()> {
         let mine = {
             let mut state = self.lock();
             let list = &mut state.record.resources;
@@ -128,7 +129,7 @@ impl RecordStore {
         self.save_from(mine).await
     }
 
-    pub fn resources(&self) -> Vec<crate::resource::Resource> {
+    pub fn resources(&self) -> Vec<resource::Resource> {
         self.lock().record.resources.clone()
     }
 

@@ -5,6 +5,7 @@
 //! a TOML file of the same shape (see `remote/specs/`). Parsing checks everything a later
 //! step would trip on, so a bad spec fails with one line before anything is touched.
 
+use crate::format;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -135,7 +136,7 @@ impl Spec {
             origin: origin.to_owned(),
             message,
         };
-        let spec: Spec = toml::from_str(text).map_err(|e| invalid(crate::format::toml_error(text, &e)))?;
+        let spec: Spec = toml::from_str(text).map_err(|e| invalid(format::toml_error(text, &e)))?;
         spec.check().map_err(invalid)?;
         Ok(spec)
     }

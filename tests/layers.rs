@@ -1,7 +1,8 @@
 //! The layer rule of ARCHITECTURE.md, checked on the source: every module sits on a floor,
 //! and a file may name (`use crate::…` or an inline `crate::…` path) only its own folder or
 //! a lower floor. The workers (fleet, aws, bench) never name one another: whatever needs two
-//! of them is a command. Vocabulary files (floor 0) may name each other.
+//! of them is a command. Vocabulary files (floor 0) may name each other. And every such name
+//! is a `use` line, so a file's dependencies are read at its top.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -142,6 +143,33 @@ fn every_arrow_points_down() {
     assert!(bad.is_empty(), "arrows that point up or sideways:\n{}", bad.join("\n"));
 }
 
+/// Lines that name another module through an inline `crate::` path instead of a `use`.
+fn inline_paths(files: &BTreeMap<String, String>) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (path, source) in files {
+        for (n, line) in source.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default().trim_start();
+            if code.contains("crate::") && !code.starts_with("use ") && !code.starts_with("pub use ") {
+                bad.push(format!("{path}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_dependency_is_a_use_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = BTreeMap::new();
+    sources(&root, &root, &mut files);
+    let bad = inline_paths(&files);
+    assert!(
+        bad.is_empty(),
+        "name these with a use line at the top:\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn the_checker_sees_upward_arrows_groups_and_inline_paths() {
     let file = |path: &str, text: &str| (path.to_owned(), text.to_owned());
@@ -159,6 +187,7 @@ fn the_checker_sees_upward_arrows_groups_and_inline_paths() {
     ]
     .into();
     assert_eq!(violations(&ok), Vec::<String>::new());
+    assert_eq!(inline_paths(&ok), Vec::<String>::new());
     let up: BTreeMap<_, _> = [
         file(
             "inventory.rs",
@@ -180,5 +209,9 @@ fn the_checker_sees_upward_arrows_groups_and_inline_paths() {
             "script/step.rs → printer: up from floor 2 to 5",
             "sneaky.rs: module sneaky has no floor: add it to FLOORS",
         ]
+    );
+    assert_eq!(
+        inline_paths(&up),
+        ["inventory.rs:1: fn f() { crate::commands::settings::toml_error(a, b) }"]
     );
 }

@@ -2,6 +2,7 @@
 //! target group per routed role (health-checked on the role's health path), a listener whose
 //! default answers a fixed 404, and one path rule per route (the path and everything below).
 
+use crate::spec;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -287,7 +288,7 @@ async fn rules(
     aws: &Aws,
     names: &Names<'_>,
     listener: &str,
-    b: &crate::spec::Balancer,
+    b: &spec::Balancer,
     target_groups: &BTreeMap<String, String>,
     progress: &Progress<'_>,
     cancel: &CancellationToken,

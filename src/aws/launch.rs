@@ -3,6 +3,7 @@
 //! each tagged at creation and recorded before the next is made, so an interrupted launch
 //! leaves nothing `terminate` cannot find and the next `deploy` resumes it.
 
+use crate::transport::ssh::known_hosts;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -681,7 +682,7 @@ async fn instances(
 pub async fn retag_host_keys(
     aws: &Aws,
     launched: &Launched,
-    known_hosts: &crate::transport::ssh::known_hosts::KnownHosts,
+    known_hosts: &known_hosts::KnownHosts,
     progress: &Progress<'_>,
 ) {
     for i in &launched.instances {

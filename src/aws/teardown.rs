@@ -2,6 +2,8 @@
 //! `agent:deployment` tag (the record is not needed), removed in dependency order: rules,
 //! listeners, load balancers, target groups, instances, security groups, the imported key pair.
 
+use crate::aws::cloud_init::{ConsoleCheck, check_console};
+use crate::transport::ssh::known_hosts;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -461,7 +463,6 @@ where
 /// key pinned for it: `matches`, `not posted` (yet), `shows other keys`, or why it could
 /// not be read. The latest output is asked for; Xen types (t2, m4) only have the posted one.
 async fn console_check(aws: &Aws, id: &str, key: &russh::keys::PublicKey) -> String {
-    use crate::aws::cloud_init::{ConsoleCheck, check_console};
     let ask = |latest: bool| {
         aws.ec2
             .get_console_output()
@@ -552,7 +553,7 @@ pub async fn status(aws: &Aws, deployment: &str, known_hosts: &KnownHosts) -> an
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
             instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
-            host_key: d.host_key.as_ref().map(crate::transport::ssh::known_hosts::fingerprint),
+            host_key: d.host_key.as_ref().map(known_hosts::fingerprint),
             id: d.id,
             name: d.name,
             role: d.role,

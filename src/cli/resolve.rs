@@ -2,8 +2,14 @@
 //! spec, paths, the output mode) before any work starts. The state folder's layout and the
 //! terminal check live here and nowhere else.
 
+use crate::aws::launch;
+use crate::bench;
+use crate::bench::Deployment;
+use crate::commands::bench_clusters;
+use crate::commands::bench_inference;
 use crate::commands::deploy::{CloudDeploySettings, DeploySettings};
 use crate::commands::exec::ExecSettings;
+use crate::commands::metrics;
 use crate::commands::{OutputSettings, Settings};
 use crate::fleet::artifact::ProgramSource;
 use crate::fleet::exec::ExecJob;
@@ -12,7 +18,10 @@ use crate::inventory::{self, Host, Transport};
 use crate::plan;
 use crate::printer::Mode;
 use crate::script::RemoteCommand;
+use crate::script::step;
+use crate::spec::Program;
 use crate::spec::Spec;
+use crate::transport::Payload;
 use crate::transport::connect::Target;
 use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::key::ClientKey;
@@ -126,7 +135,7 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
     }
     // Streamed from disk to each host; a file that changes size meanwhile is refused there.
     std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let upload = crate::script::step::Upload {
+    let upload = step::Upload {
         path: dest.clone(),
         mode,
         size: meta.len(),
@@ -137,8 +146,8 @@ fn resolve_copy(args: CopyArgs) -> anyhow::Result<ExecSettings> {
     Ok(ExecSettings {
         job: ExecJob {
             targets,
-            command: crate::script::step::upload(&[upload], args.timeout, args.sudo),
-            input: vec![crate::transport::Payload::File(src.clone())],
+            command: step::upload(&[upload], args.timeout, args.sudo),
+            input: vec![Payload::File(src.clone())],
             parallel: usize::from(args.hosts.parallel),
             ssh: args.hosts.ssh(),
             known_hosts,
@@ -218,7 +227,7 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
         format!("agent deploy {} (EC2, {deployment})", args.spec),
     );
     Ok(CloudDeploySettings {
-        launch: crate::aws::launch::LaunchSettings {
+        launch: launch::LaunchSettings {
             deployment: deployment.clone(),
             spec,
             key_name: c.key_name.clone(),
@@ -228,7 +237,7 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
             private_ssh: c.ssh_address == SshAddress::Private,
             subnet: c.subnet.clone(),
             timeout: c.launch_timeout,
-            limits: crate::aws::launch::Limits {
+            limits: launch::Limits {
                 instances: c.max_instances,
                 vcpus: c.max_vcpus,
             },
@@ -259,10 +268,8 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
     })
 }
 
-fn resolve_bench_inference(
-    args: BenchInferenceArgs,
-) -> anyhow::Result<crate::commands::bench_inference::InferenceBench> {
-    let mut deployment = crate::bench::Deployment::default();
+fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<bench_inference::InferenceBench> {
+    let mut deployment = Deployment::default();
     let url = match (args.url, &args.inventory) {
         (Some(url), _) => {
             if !url.starts_with("http://") {
@@ -275,7 +282,7 @@ fn resolve_bench_inference(
             let (role, port) = spec
                 .roles
                 .iter()
-                .find(|(_, r)| r.program == crate::spec::Program::Orchestrator)
+                .find(|(_, r)| r.program == Program::Orchestrator)
                 .map(|(name, r)| (name.clone(), r.ports[0]))
                 .expect("the inference spec has an orchestrator");
             let hosts = inventory::load(inventory)?;
@@ -287,7 +294,7 @@ fn resolve_bench_inference(
         }
         (None, None) => bail!("which orchestrator? pass --url http://HOST or -i INVENTORY"),
     };
-    Ok(crate::commands::bench_inference::InferenceBench {
+    Ok(bench_inference::InferenceBench {
         url,
         concurrency: usize::from(args.concurrency),
         requests: args.requests as usize,
@@ -300,14 +307,14 @@ fn resolve_bench_inference(
 }
 
 /// The report's description of a deployment on the local fleet.
-fn fleet_deployment(spec: &Spec, inventory: &Path, hosts: &[Host]) -> crate::bench::Deployment {
-    crate::bench::Deployment {
+fn fleet_deployment(spec: &Spec, inventory: &Path, hosts: &[Host]) -> bench::Deployment {
+    bench::Deployment {
         name: spec.name.clone(),
         description: spec.description.clone(),
         place: format!("local fleet, inventory {}", inventory.display()),
         instances: hosts
             .iter()
-            .map(|h| crate::bench::Instance {
+            .map(|h| bench::Instance {
                 id: h.name.clone(),
                 name: h.name.clone(),
                 role: h.role.clone().unwrap_or_default(),
@@ -318,7 +325,7 @@ fn fleet_deployment(spec: &Spec, inventory: &Path, hosts: &[Host]) -> crate::ben
     }
 }
 
-fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::commands::bench_clusters::ClustersBench> {
+fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<bench_clusters::ClustersBench> {
     if !(args.scale.is_finite() && args.scale > 0.0 && args.scale <= 100.0) {
         bail!(
             "--scale {}: give a factor above 0 and at most 100 (0.01 for a quick run)",
@@ -346,7 +353,7 @@ fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::comm
         }
         other => other,
     };
-    let mut deployment = crate::bench::Deployment {
+    let mut deployment = bench::Deployment {
         name: spec.name.clone(),
         description: spec.description.clone(),
         ..Default::default()
@@ -380,14 +387,14 @@ fn resolve_bench_clusters(args: BenchClustersArgs) -> anyhow::Result<crate::comm
     };
     let ec2 = ec2
         .map(|d| {
-            check_deployment_name(&d).map(|deployment| crate::commands::metrics::MetricsSettings {
+            check_deployment_name(&d).map(|deployment| metrics::MetricsSettings {
                 deployment,
                 region: args.region.clone(),
                 wait: args.metrics_wait,
             })
         })
         .transpose()?;
-    Ok(crate::commands::bench_clusters::ClustersBench {
+    Ok(bench_clusters::ClustersBench {
         base,
         routes: balancer
             .routes
@@ -411,25 +418,25 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
     let (window, out) = match (&args.bench, &args.since, &args.until) {
         (Some(dir), _, _) => {
             let path = dir.join("summary.json");
-            let summary: crate::bench::Summary = serde_json::from_slice(
+            let summary: bench::Summary = serde_json::from_slice(
                 &std::fs::read(&path).with_context(|| format!("--bench {}: no bench results there", dir.display()))?,
             )
             .with_context(|| format!("{} is not a bench summary", path.display()))?;
-            let window = crate::commands::metrics::Window {
+            let window = metrics::Window {
                 start: rfc3339(&summary.started, "summary.json started")?,
                 end: rfc3339(&summary.ended, "summary.json ended")?,
             };
             (window, args.out.clone().unwrap_or_else(|| dir.clone()))
         }
         (None, Some(since), Some(until)) => {
-            let window = crate::commands::metrics::Window {
+            let window = metrics::Window {
                 start: rfc3339(since, "--since")?,
                 end: rfc3339(until, "--until")?,
             };
             let out = args
                 .out
                 .clone()
-                .unwrap_or_else(|| crate::bench::default_out("metrics", &deployment, SystemTime::now()));
+                .unwrap_or_else(|| bench::default_out("metrics", &deployment, SystemTime::now()));
             (window, out)
         }
         _ => bail!("which window? pass --bench DIR (a bench's results) or --since TIME --until TIME"),
@@ -438,7 +445,7 @@ fn resolve_metrics(args: MetricsArgs) -> anyhow::Result<Settings> {
         bail!("the window ends before it starts: --until must be after --since");
     }
     Ok(Settings::Metrics {
-        metrics: crate::commands::metrics::MetricsSettings {
+        metrics: metrics::MetricsSettings {
             deployment,
             region: args.region,
             wait: args.wait,
@@ -471,7 +478,7 @@ fn resolve_model(spec: &Spec, arg: Option<&str>) -> anyhow::Result<plan::ModelSo
     let Some(arg) = arg else {
         return Ok(plan::ModelSource::default());
     };
-    if !spec.roles.values().any(|r| r.program == crate::spec::Program::Worker) {
+    if !spec.roles.values().any(|r| r.program == Program::Worker) {
         bail!("--model: spec {} runs no worker; drop --model", spec.name);
     }
     if arg.starts_with("http://") || arg.starts_with("https://") {

@@ -1,6 +1,7 @@
 //! `agent bench clusters`: the Lab 1 threads against the load balancer; on EC2 the target
 //! comes from the deployment's tags and the CloudWatch metrics of the window follow.
 
+use crate::aws::cloudwatch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,7 +90,7 @@ struct BenchTarget {
     pub clusters: Vec<(String, std::collections::BTreeSet<String>)>,
     pub deployment: Deployment,
     /// Its CloudWatch series' owners, for the metrics after the bench.
-    pub targets: crate::aws::cloudwatch::Targets,
+    pub targets: cloudwatch::Targets,
 }
 
 /// One lookup by tag (instances, load balancer, target groups) serves the bench and its metrics.

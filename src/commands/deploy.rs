@@ -3,6 +3,8 @@
 //! generated for them, run the same deploy over SSH, then wait for the load balancer's
 //! targets.
 
+use crate::aws;
+use crate::transport::ssh::key;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,10 +41,10 @@ pub struct DeploySettings {
 }
 
 pub struct CloudDeploySettings {
-    pub launch: crate::aws::launch::LaunchSettings,
+    pub launch: launch::LaunchSettings,
     pub region: Option<String>,
     /// Opens the instances (`--key`); its public half is the imported key pair.
-    pub key: crate::transport::ssh::key::ClientKey,
+    pub key: key::ClientKey,
     pub user: String,
     pub trust_first_use: bool,
     pub record: PathBuf,
@@ -147,7 +149,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
     .await;
     printer.finish().await?;
     let (launched, alb, targets) = match provisioned.and_then(|done| {
-        crate::aws::interrupted(&cancel)?;
+        aws::interrupted(&cancel)?;
         Ok(done)
     }) {
         Ok(done) => done,

@@ -5,6 +5,10 @@
 //! `wait`. Saved as `metrics.csv` and `metrics.json` beside the bench results, charted, and
 //! added to the report.
 
+use crate::exit;
+use crate::format;
+use crate::results::chart;
+use crate::results::report;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -145,8 +149,8 @@ pub async fn collect(
     }
     waiting.finish();
     save(&series, out)?;
-    crate::results::chart::metrics(&series, window.start, out)?;
-    crate::results::report::write(out)?;
+    chart::metrics(&series, window.start, out)?;
+    report::write(out)?;
     let missing: Vec<&str> = series
         .iter()
         .filter(|s| awaited(&s.query) && !window.covered(s))
@@ -166,9 +170,9 @@ pub async fn collect(
         ));
     }
     Ok(if cancel.is_cancelled() {
-        crate::exit::INTERRUPTED
+        exit::INTERRUPTED
     } else {
-        crate::exit::FAILED
+        exit::FAILED
     })
 }
 
@@ -196,7 +200,7 @@ fn save(series: &[Series], out: &Path) -> anyhow::Result<()> {
                     q.stat,
                     dims.join(" "),
                     q.label,
-                    crate::format::rfc3339(UNIX_EPOCH + Duration::from_secs(*t as u64)),
+                    format::rfc3339(UNIX_EPOCH + Duration::from_secs(*t as u64)),
                     v
                 )?;
             }

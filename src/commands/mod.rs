@@ -13,6 +13,7 @@ pub mod plan;
 pub mod status;
 pub mod terminate;
 
+use crate::results;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -146,7 +147,7 @@ fn conclude(
 ) -> anyhow::Result<(bench::Summary, std::path::PathBuf)> {
     let summary = run.summary();
     let out = out.unwrap_or_else(|| bench::default_out("bench", run.kind, run.started));
-    crate::results::bench::save(run, &summary, deployment, &out)?;
+    results::bench::save(run, &summary, deployment, &out)?;
     Ok((summary, out))
 }
 

@@ -3,6 +3,10 @@
 //! Every step ends in an [`Event::Step`]; every host in an [`Event::Finished`]. The record is
 //! saved before each step acts and after it ends. Nothing here prints.
 
+use crate::event;
+use crate::record;
+use crate::transport::connect;
+use crate::transport::ssh::known_hosts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,7 +88,7 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 key: &key,
             };
             let outcome = host.deploy(&target).await;
-            let result = crate::event::describe(&outcome);
+            let result = event::describe(&outcome);
             shared.record.note(&key, |h| h.result = Some(result));
             let _ = tx
                 .send(Event::Finished {
@@ -136,9 +140,7 @@ impl HostRun<'_> {
     async fn deploy(&mut self, target: &Target) -> Outcome {
         let started = Instant::now();
         let known_hosts = self.shared.known_hosts.clone();
-        let connected =
-            crate::transport::connect::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel)
-                .await;
+        let connected = connect::connect(self.id, target, known_hosts, &self.shared.ssh, self.tx, self.cancel).await;
         let session = match connected {
             Ok(session) => session,
             Err(outcome) => {
@@ -297,7 +299,7 @@ impl HostRun<'_> {
                 return Err(self.fail(Stage::HostKey, reason, started).await);
             }
         };
-        let fingerprint = crate::transport::ssh::known_hosts::fingerprint(&key);
+        let fingerprint = known_hosts::fingerprint(&key);
         let only = [(pin.pattern.clone(), vec![key.clone()], pin.label.clone())];
         if !renewed {
             // The pin becomes exactly the key this connection verified, which the user data
@@ -614,9 +616,7 @@ impl HostRun<'_> {
                 Err(Outcome::Unreachable { reason })
             }
             other => {
-                let reason = other
-                    .command_failure()
-                    .unwrap_or_else(|| crate::event::describe(&other));
+                let reason = other.command_failure().unwrap_or_else(|| event::describe(&other));
                 Err(self.fail(stage, reason, started).await)
             }
         }
@@ -650,7 +650,7 @@ impl HostRun<'_> {
 
     /// Saves a change to this host's record before going on; a record that cannot be saved
     /// stops the host, since the next run would not know what this one did.
-    async fn commit(&self, stage: Stage, change: impl FnOnce(&mut crate::record::HostRecord)) -> StepResult<()> {
+    async fn commit(&self, stage: Stage, change: impl FnOnce(&mut record::HostRecord)) -> StepResult<()> {
         self.shared
             .record
             .commit(self.key, change)

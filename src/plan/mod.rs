@@ -6,6 +6,9 @@
 pub mod haproxy;
 pub mod unit;
 
+use crate::shell;
+use crate::shell::quote;
+use crate::spec;
 use std::fmt;
 
 use serde::Serialize;
@@ -206,7 +209,7 @@ fn program_host(
     hosts: &[Host],
     model: &ModelSource,
     role_name: &str,
-    role: &crate::spec::Role,
+    role: &spec::Role,
     host: &Host,
 ) -> HostPlan {
     let bin = binary(role.program);
@@ -305,7 +308,7 @@ fn program_host(
 }
 
 /// The load balancer's host: HAProxy with the spec's routes.
-fn balancer_host(spec: &Spec, hosts: &[Host], b: &crate::spec::Balancer) -> Result<HostPlan, PlanError> {
+fn balancer_host(spec: &Spec, hosts: &[Host], b: &spec::Balancer) -> Result<HostPlan, PlanError> {
     let lbs: Vec<&Host> = by_role(hosts, &b.role).collect();
     if lbs.len() != 1 {
         return Err(PlanError::Balancer {
@@ -442,11 +445,7 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, unit
     }
     setup.push(SetupPlan {
         description: "give the model its classification head".into(),
-        script: format!(
-            "{}/{bin} head {} --seed {HEAD_SEED}",
-            unit::BIN_DIR,
-            crate::shell::quote(dir)
-        ),
+        script: format!("{}/{bin} head {} --seed {HEAD_SEED}", unit::BIN_DIR, shell::quote(dir)),
         restarts: units.to_vec(),
         limit_secs: 120,
     });
@@ -456,7 +455,6 @@ fn model_setup(program: Program, model: &ModelSource, dir: &str, bin: &str, unit
 /// Downloads the model files once: into a fresh folder beside the target, renamed into
 /// place only when every file arrived whole, so a cut download is never mistaken for a model.
 fn fetch_script(url: &str, dir: &str) -> String {
-    use crate::shell::quote;
     let files: Vec<String> = agent_protocol::model::FILES.iter().map(|f| quote(f)).collect();
     format!(
         "set -e\n\

@@ -2,6 +2,7 @@
 //! run script agent's own supervisor uses on hosts without systemd. Rendered from
 //! `remote/templates/` (askama, compiled in). Pure: nothing here touches a host.
 
+use crate::shell;
 use askama::Template;
 
 /// Where agent installs the programs it uploads.
@@ -101,7 +102,7 @@ impl ServiceUnit {
         let command = std::iter::once(Word::Literal(format!("{BIN_DIR}/{}", self.binary)))
             .chain(self.args.iter().cloned())
             .map(|w| match w {
-                Word::Literal(s) => crate::shell::quote(&s),
+                Word::Literal(s) => shell::quote(&s),
                 Word::Specifier("%i") => "\"$1\"".to_owned(),
                 Word::Specifier(other) => panic!("no shell equivalent for the specifier {other}"),
             })
@@ -111,7 +112,7 @@ impl ServiceUnit {
             deployment: &self.deployment,
             binary: &self.binary,
             per_port: self.per_port,
-            env_file: crate::shell::quote(&self.env_file()),
+            env_file: shell::quote(&self.env_file()),
             command,
         }
         .render()

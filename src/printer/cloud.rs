@@ -1,6 +1,10 @@
 //! Cloud steps as they go (resources found, created, deleted; waits), `agent status` and
 //! the end of `agent terminate`.
 
+use crate::aws::teardown;
+use crate::event;
+use crate::event::CloudEvent;
+use crate::event::ResourceAction;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -12,8 +16,7 @@ use indicatif::ProgressBar;
 /// Prints what the AWS provider does (resources created, found, deleted; bounded waits) until
 /// the channel closes: lines on stdout, a spinner for waits on a TTY, NDJSON with `--json`.
 /// Returns how many resources were deleted (`terminate` reports it).
-pub async fn cloud(mode: Mode, mut rx: mpsc::Receiver<crate::event::CloudEvent>) -> io::Result<usize> {
-    use crate::event::{CloudEvent, ResourceAction};
+pub async fn cloud(mode: Mode, mut rx: mpsc::Receiver<event::CloudEvent>) -> io::Result<usize> {
     let spinner = match mode {
         Mode::Tty { .. } => {
             let bar = ProgressBar::new_spinner();
@@ -69,8 +72,8 @@ pub async fn cloud(mode: Mode, mut rx: mpsc::Receiver<crate::event::CloudEvent>)
 struct LastWait(Option<(String, usize, usize)>);
 
 impl LastWait {
-    fn is_news(&mut self, e: &crate::event::CloudEvent) -> bool {
-        let crate::event::CloudEvent::Waiting { what, done, total } = e else {
+    fn is_news(&mut self, e: &event::CloudEvent) -> bool {
+        let CloudEvent::Waiting { what, done, total } = e else {
             return true;
         };
         if self
@@ -86,7 +89,7 @@ impl LastWait {
 }
 
 /// Starts printing a cloud step's progress; `finish` returns how many resources it removed.
-pub fn start(mode: Mode) -> Running<crate::event::CloudEvent, usize> {
+pub fn start(mode: Mode) -> Running<event::CloudEvent, usize> {
     let (tx, rx) = mpsc::channel(256);
     Running {
         tx,
@@ -95,7 +98,7 @@ pub fn start(mode: Mode) -> Running<crate::event::CloudEvent, usize> {
 }
 
 /// Prints what `agent status` found: readable text, or JSON.
-pub fn status(status: &crate::aws::teardown::Status, json: bool) -> io::Result<()> {
+pub fn status(status: &teardown::Status, json: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, status)?;

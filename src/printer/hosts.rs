@@ -401,12 +401,13 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Stream;
 
     #[test]
     fn json_lines_name_the_host() {
         let e = Event::Line {
             host: 0,
-            stream: crate::event::Stream::Stderr,
+            stream: Stream::Stderr,
             line: "x".into(),
         };
         let s = serde_json::to_string(&JsonEvent {

@@ -12,6 +12,7 @@ pub mod cloud;
 pub mod hosts;
 mod logs;
 
+use crate::plan;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ impl<E, R> Running<E, R> {
 }
 
 /// Prints a plan: readable text, or JSON with the rendered files.
-pub fn plan(plan: &crate::plan::Plan, json: bool) -> io::Result<()> {
+pub fn plan(plan: &plan::Plan, json: bool) -> io::Result<()> {
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, plan)?;

@@ -363,11 +363,12 @@ fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Bars) -> Drawn<DB
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::cloudwatch::Query;
 
     #[test]
     fn a_point_is_labelled_with_the_period_it_covers() {
         let of = |metric: &str, resolution: i64| Series {
-            query: crate::aws::cloudwatch::Query {
+            query: Query {
                 id: "m0".into(),
                 namespace: "AWS/EC2".into(),
                 metric: metric.into(),
