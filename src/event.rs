@@ -235,6 +235,10 @@ pub struct LineSplitter {
     partial: Vec<u8>,
 }
 
+/// The longest line kept whole: a host that prints more without a newline (a binary, a
+/// runaway log line) gets it cut into lines of this size, so memory stays bounded.
+pub const MAX_LINE: usize = 16 * 1024;
+
 impl LineSplitter {
     pub fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(String)) {
         let mut rest = chunk;
@@ -243,11 +247,21 @@ impl LineSplitter {
             if self.partial.last() == Some(&b'\r') {
                 self.partial.pop();
             }
+            self.cut_long(&mut emit);
             emit(String::from_utf8_lossy(&self.partial).into_owned());
             self.partial.clear();
             rest = &rest[pos + 1..];
         }
         self.partial.extend_from_slice(rest);
+        self.cut_long(&mut emit);
+    }
+
+    /// Emits whole `MAX_LINE` pieces of an overlong partial line.
+    fn cut_long(&mut self, emit: &mut impl FnMut(String)) {
+        while self.partial.len() > MAX_LINE {
+            let piece: Vec<u8> = self.partial.drain(..MAX_LINE).collect();
+            emit(String::from_utf8_lossy(&piece).into_owned());
+        }
     }
 
     /// The last line when the stream ended without a newline.
@@ -277,6 +291,17 @@ pub fn describe(o: &Outcome) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overlong_lines_are_cut_not_kept() {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        let long = vec![b'x'; MAX_LINE * 2 + 5];
+        splitter.push(&long, |l| lines.push(l.len()));
+        assert_eq!(lines, [MAX_LINE, MAX_LINE], "cut while it streams");
+        splitter.push(b"yz\nok\n", |l| lines.push(l.len()));
+        assert_eq!(lines, [MAX_LINE, MAX_LINE, 7, 2]);
+    }
+
     use super::*;
 
     #[test]

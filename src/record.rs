@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::Init;
+use crate::inventory::{Host, Init};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -27,6 +27,24 @@ pub struct Record {
     /// Cloud resources this deployment created, each saved before the next was created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<resource::Resource>,
+    /// How to reach the deployment again by its name (`agent exec NAME`, `logs`, `ssh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+}
+
+/// A deployment's hosts as the last deploy reached them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// The spec deployed (a built-in name or a file's path).
+    pub spec: String,
+    /// Every host as agent dials it, each with the key that opens it (an absolute path).
+    pub hosts: Vec<Host>,
+    /// EC2: instance id by host name (pins are labelled by it, and `--host` takes it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, String>,
+    /// EC2: its region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +147,17 @@ impl RecordStore {
         self.save_from(mine).await
     }
 
+    /// Remembers how to reach the deployment: hosts of this run replace their entries by
+    /// name, the others stay (a deploy narrowed by `--role` keeps the rest).
+    pub fn remember(&self, access: Access) {
+        let mut state = self.lock();
+        let mut hosts = state.record.access.take().map(|a| a.hosts).unwrap_or_default();
+        hosts.retain(|h| !access.hosts.iter().any(|n| n.name == h.name));
+        hosts.extend(access.hosts.iter().cloned());
+        state.record.access = Some(Access { hosts, ..access });
+        state.version += 1;
+    }
+
     pub fn resources(&self) -> Vec<resource::Resource> {
         self.lock().record.resources.clone()
     }
@@ -155,6 +184,17 @@ impl RecordStore {
             .map_err(std::io::Error::other)??;
         *saved = version;
         Ok(())
+    }
+}
+
+/// The record at `path`, if there is one.
+pub fn read(path: &Path) -> anyhow::Result<Option<Record>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("deployment record {} is not valid: fix it or remove it", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read deployment record {}", path.display())),
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Fleet, agent, answering, events, exec_stdout, http_get, run};
@@ -99,6 +100,90 @@ fn clusters_on_booting_hosts() {
         assert!(killed.elapsed() < Duration::from_secs(10), "not restarted: {now}");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // The deployment by name: its hosts and pinned keys come from its record; no inventory,
+    // no key on the command line.
+    let mut c = agent(state.path());
+    c.args(["exec", "clusters", "--no-logs", "--", "hostname"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let answered: BTreeSet<String> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(" | ").map(|(host, _)| host.trim().to_owned()))
+        .collect();
+    assert_eq!(answered, names(0..10), "{}", r.stdout);
+    let mut c = agent(state.path());
+    c.args([
+        "exec",
+        "clusters",
+        "--role",
+        "cluster2",
+        "--no-logs",
+        "--json",
+        "--",
+        "true",
+    ]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.matches(r#""event":"finished""#).count(), 4, "{}", r.stdout);
+    let mut c = agent(state.path());
+    c.args(["exec", "nosuch", "--", "true"]);
+    let r = run(c);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no deployment nosuch here"), "{}", r.stderr);
+
+    // Its programs' logs, followed: a restart of one host's service shows up live.
+    let follow = tempfile::NamedTempFile::new().unwrap();
+    let mut c = agent(state.path());
+    c.args([
+        "logs",
+        "clusters",
+        "--host",
+        host.as_str(),
+        "-n",
+        "5",
+        "-f",
+        "--no-logs",
+    ]);
+    let mut logs = c
+        .stdout(follow.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marks = || {
+        std::fs::read_to_string(follow.path())
+            .unwrap()
+            .matches("listening on")
+            .count()
+    };
+    let seen = Instant::now();
+    while marks() == 0 {
+        assert!(seen.elapsed() < Duration::from_secs(20), "no log lines");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = marks();
+    exec_stdout(
+        &fleet,
+        state.path(),
+        &one,
+        "sudo -n systemctl restart agent-web; echo restarted",
+    );
+    let restarted = Instant::now();
+    while marks() == before {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "the restart's line never came: {}",
+            std::fs::read_to_string(follow.path()).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(follow.path()).unwrap();
+    assert!(text.lines().all(|l| l.starts_with(&format!("{host} | "))), "{text}");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { kill(logs.id() as i32, 2) };
+    let status = logs.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{text}");
 
     // Nothing changed: nothing is uploaded, installed or restarted.
     let (code, again, stderr) = deploy(&fleet, state.path(), &["clusters"]);
@@ -238,4 +323,8 @@ fn an_archive_out_of_reach_fails_the_packages_step_in_seconds() {
         ev.iter().all(|e| !(e["event"] == "step" && e["stage"] == "files")),
         "{ev:#?}"
     );
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
 }

@@ -313,7 +313,7 @@ fn bench_without_an_orchestrator_says_which_to_pass() {
     assert_eq!(r.code, 1);
     assert_eq!(
         r.stderr.trim(),
-        "agent: which orchestrator? pass --url http://HOST or -i INVENTORY"
+        "agent: which orchestrator? name the deployment, or pass --url http://HOST or -i INVENTORY"
     );
     let mut c = agent(state.path());
     c.args(["deploy", "clusters", "-i", "/dev/null", "--model", "/tmp"]);

@@ -28,6 +28,11 @@ enum Command {
     /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
     /// unreachable (wins over 2), 130 interrupted, 1 bad input.
     Exec(Box<ExecArgs>),
+    /// The deployed programs' logs from every selected host at once, prefixed by host:
+    /// journalctl on systemd hosts, agent's supervisor's log files elsewhere.
+    ///
+    /// Exit status as for exec; 130 after Ctrl-C with --follow.
+    Logs(Box<LogsArgs>),
     /// Copy a local file to the same path on every selected host, atomically (a temporary
     /// file beside the target, fsynced, then renamed), as pscp or Ansible's copy would.
     ///
@@ -154,6 +159,9 @@ struct MetricsArgs {
 
 #[derive(Debug, Args)]
 struct BenchInferenceArgs {
+    /// The deployment (on an inventory or on EC2): its orchestrator, found from its record.
+    #[arg(value_name = "NAME", conflicts_with_all = ["url", "inventory"])]
+    name: Option<String>,
     /// The orchestrator's base URL (e.g. http://203.0.113.7).
     #[arg(long, value_name = "URL", conflicts_with = "inventory")]
     url: Option<String>,
@@ -277,6 +285,10 @@ struct PlanArgs {
 
 #[derive(Debug, Args)]
 struct HostArgs {
+    /// A deployment by name (the spec's, or what deploy's --name gave it), on an inventory
+    /// or on EC2: its hosts and pinned keys come from its record.
+    #[arg(short = 'd', long = "deployment", value_name = "NAME")]
+    deployment: Option<String>,
     /// Inventory file (TOML) listing the hosts.
     #[arg(short, long, env = "AGENT_INVENTORY", value_name = "FILE")]
     inventory: Option<PathBuf>,
@@ -370,7 +382,30 @@ struct DeployArgs {
 }
 
 #[derive(Debug, Args)]
+struct LogsArgs {
+    /// The deployment (as -d NAME).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    hosts: HostArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines this recent (systemd hosts; e.g. 10m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    since: Option<Duration>,
+    /// Lines per host to start with.
+    #[arg(short = 'n', long, default_value_t = 100, value_name = "N")]
+    lines: u32,
+}
+
+#[derive(Debug, Args)]
 struct ExecArgs {
+    /// The deployment to run it on (as -d NAME).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
     #[command(flatten)]
     hosts: HostArgs,
     #[command(flatten)]

@@ -17,6 +17,7 @@ use crate::format;
 use crate::inventory::{self, Host, Transport};
 use crate::plan;
 use crate::printer::Mode;
+use crate::record::{self, Access, Record};
 use crate::script::RemoteCommand;
 use crate::script::step;
 use crate::spec::Program;
@@ -35,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     BenchClustersArgs, BenchCommand, BenchInferenceArgs, Cli, Command, CopyArgs, DeployArgs, ExecArgs, HostArgs,
-    MetricsArgs, OutputArgs, SshAddress,
+    LogsArgs, MetricsArgs, OutputArgs, SshAddress,
 };
 
 impl Cli {
@@ -45,6 +46,7 @@ impl Cli {
         match self.command {
             Command::Exec(args) => resolve_exec(*args).map(Settings::Exec),
             Command::Copy(args) => resolve_copy(*args).map(Settings::Exec),
+            Command::Logs(args) => resolve_logs(*args).map(Settings::Exec),
             Command::Deploy(args) if args.hosts.inventory.is_none() && args.hosts.hosts.is_empty() => {
                 resolve_cloud_deploy(*args).map(|s| Settings::CloudDeploy(Box::new(s)))
             }
@@ -82,7 +84,13 @@ impl Cli {
     }
 }
 
-fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
+fn resolve_exec(mut args: ExecArgs) -> anyhow::Result<ExecSettings> {
+    if let Some(name) = args.name.take() {
+        if args.hosts.deployment.is_some() {
+            bail!("give the deployment once: agent exec NAME -- CMD, or -d NAME");
+        }
+        args.hosts.deployment = Some(name);
+    }
     let script = args.command.join(" ");
     if script.trim().is_empty() {
         bail!("empty command: pass it after --, e.g. agent exec -- uname -a");
@@ -102,6 +110,28 @@ fn resolve_exec(args: ExecArgs) -> anyhow::Result<ExecSettings> {
                 pty: args.pty,
                 ..args.hosts.ssh()
             },
+            known_hosts,
+        },
+        output,
+    })
+}
+
+fn resolve_logs(mut args: LogsArgs) -> anyhow::Result<ExecSettings> {
+    if let Some(name) = args.name.take() {
+        if args.hosts.deployment.is_some() {
+            bail!("give the deployment once: agent logs NAME, or -d NAME");
+        }
+        args.hosts.deployment = Some(name);
+    }
+    let (targets, known_hosts) = resolve_targets(&args.hosts, None)?;
+    let output = resolve_output(&args.output, "logs", "agent logs".to_owned());
+    Ok(ExecSettings {
+        job: ExecJob {
+            targets,
+            command: step::program_logs(args.lines, args.since, args.follow),
+            input: Vec::new(),
+            parallel: usize::from(args.hosts.parallel),
+            ssh: args.hosts.ssh(),
             known_hosts,
         },
         output,
@@ -262,6 +292,7 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
         programs: args
             .programs
             .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
+        spec: spec_arg(&args.spec),
         model,
         health_timeout: args.health_timeout,
         output,
@@ -271,6 +302,42 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
 fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<bench_inference::InferenceBench> {
     let mut deployment = Deployment::default();
     let url = match (args.url, &args.inventory) {
+        (None, None) if args.name.is_some() => {
+            let name = args.name.as_deref().unwrap_or_default();
+            let (_, access) = deployment_hosts(name)?;
+            let spec = Spec::load(&access.spec)?;
+            let Some((role, port)) = spec
+                .roles
+                .iter()
+                .find(|(_, r)| r.program == Program::Orchestrator)
+                .map(|(name, r)| (name.clone(), r.ports[0]))
+            else {
+                bail!("deployment {name} (spec {}) runs no orchestrator", spec.name);
+            };
+            let Some(h) = access.hosts.iter().find(|h| h.role.as_deref() == Some(role.as_str())) else {
+                bail!("deployment {name} has no {role} host in its record: deploy it again");
+            };
+            deployment = bench::Deployment {
+                name: name.to_owned(),
+                description: spec.description.clone(),
+                place: access
+                    .region
+                    .as_ref()
+                    .map_or_else(|| "local fleet".to_owned(), |r| format!("EC2 {r}")),
+                instances: access
+                    .hosts
+                    .iter()
+                    .map(|h| bench::Instance {
+                        id: access.instances.get(&h.name).cloned().unwrap_or_else(|| h.name.clone()),
+                        name: h.name.clone(),
+                        role: h.role.clone().unwrap_or_default(),
+                        instance_type: String::new(),
+                        address: h.address.clone(),
+                    })
+                    .collect(),
+            };
+            format!("http://{}:{port}", h.address)
+        }
         (Some(url), _) => {
             if !url.starts_with("http://") {
                 bail!("--url {url:?}: give the orchestrator as http://HOST[:PORT]");
@@ -292,7 +359,7 @@ fn resolve_bench_inference(args: BenchInferenceArgs) -> anyhow::Result<bench_inf
             deployment = fleet_deployment(&spec, inventory, &hosts);
             format!("http://{}:{port}", h.address)
         }
-        (None, None) => bail!("which orchestrator? pass --url http://HOST or -i INVENTORY"),
+        (None, None) => bail!("which orchestrator? name the deployment, or pass --url http://HOST or -i INVENTORY"),
     };
     Ok(bench_inference::InferenceBench {
         url,
@@ -533,6 +600,17 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<Settings> {
     let model = resolve_model(&spec, args.model.as_deref())?;
     let all = inventory::load(inventory)?;
     let plan = plan::build_with(&spec, &all, &model)?;
+    let access = Access {
+        spec: spec_arg(&args.spec),
+        hosts: all
+            .iter()
+            .map(|h| Host {
+                key: args.hosts.key.clone().or_else(|| h.key.clone()).map(absolute),
+                ..h.clone()
+            })
+            .collect(),
+        ..Access::default()
+    };
     let (targets, known_hosts) = resolve_targets(&args.hosts, Some(all))?;
     let mut hosts = Vec::new();
     let mut chosen = Vec::new();
@@ -569,6 +647,7 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<Settings> {
         health_timeout: args.health_timeout,
         output,
         footer,
+        access,
     };
     Ok(Settings::Deploy {
         deploy: Box::new(deploy),
@@ -582,27 +661,48 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<Settings> {
 /// The selected hosts with their keys; `loaded` is the inventory if the caller already read it.
 fn resolve_targets(args: &HostArgs, loaded: Option<Vec<Host>>) -> anyhow::Result<(Vec<Target>, Arc<KnownHosts>)> {
     let user = args.user.as_deref().unwrap_or(inventory::DEFAULT_USER);
-    let hosts: Vec<Host> = match &args.inventory {
-        Some(path) => {
-            let all = match loaded {
-                Some(hosts) => hosts,
-                None => inventory::load(path)?,
-            };
-            inventory::select(all, &args.roles, &args.hosts)?
-        }
-        None if !args.roles.is_empty() => bail!("--role needs an inventory (-i FILE)"),
-        None if args.hosts.is_empty() => {
-            bail!("no hosts: pass an inventory with -i FILE (or AGENT_INVENTORY), or --host ADDRESS")
-        }
-        None => {
-            let hosts = args
+    let mut known_hosts_path = None;
+    let hosts: Vec<Host> = match (&args.deployment, &args.inventory) {
+        (Some(_), Some(_)) => bail!("give a deployment's name or -i FILE, not both"),
+        (Some(name), None) => {
+            let (record, access) = deployment_hosts(name)?;
+            known_hosts_path = Some(record.known_hosts.clone());
+            // Instance ids name hosts too.
+            let names: Vec<String> = args
                 .hosts
                 .iter()
-                .map(|h| inventory::parse_host_arg(h, user))
-                .collect::<Result<Vec<_>, _>>()?;
-            inventory::check_unique(&hosts)?;
-            hosts
+                .map(|h| {
+                    access
+                        .instances
+                        .iter()
+                        .find(|(_, id)| *id == h)
+                        .map_or_else(|| h.clone(), |(name, _)| name.clone())
+                })
+                .collect();
+            inventory::select(access.hosts, &args.roles, &names)?
         }
+        (None, _) => match &args.inventory {
+            Some(path) => {
+                let all = match loaded {
+                    Some(hosts) => hosts,
+                    None => inventory::load(path)?,
+                };
+                inventory::select(all, &args.roles, &args.hosts)?
+            }
+            None if !args.roles.is_empty() => bail!("--role needs an inventory (-i FILE)"),
+            None if args.hosts.is_empty() => {
+                bail!("no hosts: pass an inventory with -i FILE (or AGENT_INVENTORY), or --host ADDRESS")
+            }
+            None => {
+                let hosts = args
+                    .hosts
+                    .iter()
+                    .map(|h| inventory::parse_host_arg(h, user))
+                    .collect::<Result<Vec<_>, _>>()?;
+                inventory::check_unique(&hosts)?;
+                hosts
+            }
+        },
     };
     if hosts.is_empty() {
         bail!("the inventory lists no hosts");
@@ -639,12 +739,48 @@ fn resolve_targets(args: &HostArgs, loaded: Option<Vec<Host>>) -> anyhow::Result
             .with_context(|| format!("--repin-host-key {name}: no such host among the selected ones"))?;
         repin.push(host.known_hosts_pattern());
     }
-    let path = match (&args.known_hosts, &args.inventory) {
-        (Some(p), _) => p.clone(),
-        (None, Some(inv)) => known_hosts_beside(inv),
-        (None, None) => state_dir().join("known_hosts"),
+    let path = match (&args.known_hosts, &args.inventory, known_hosts_path) {
+        (Some(p), _, _) => p.clone(),
+        (None, _, Some(p)) => p,
+        (None, Some(inv), None) => known_hosts_beside(inv),
+        (None, None, None) => state_dir().join("known_hosts"),
     };
     Ok((targets, Arc::new(KnownHosts::new(path, repin))))
+}
+
+/// A deployment's record (made on an inventory, or on EC2) and the hosts it remembers.
+fn deployment_hosts(name: &str) -> anyhow::Result<(Record, Access)> {
+    let name = check_deployment_name(name)?;
+    let local = record::read(&record_path(&name, false))?;
+    let ec2 = record::read(&record_path(&name, true))?;
+    let record = match (local, ec2) {
+        (Some(_), Some(_)) => bail!(
+            "deployment {name} exists both on an inventory and on EC2: pass -i FILE for the first, or agent terminate {name} the second"
+        ),
+        (Some(r), None) | (None, Some(r)) => r,
+        (None, None) => bail!(
+            "no deployment {name} here ({}): deploy it first (agent deploy SPEC), or pass -i FILE",
+            state_dir().join("deployments").display()
+        ),
+    };
+    let access = record.access.clone().with_context(|| {
+        format!("deployment {name} was made by an older agent, which did not record its hosts: deploy it again")
+    })?;
+    Ok((record, access))
+}
+
+/// The spec as the record keeps it: a built-in's name, or a file's absolute path.
+fn spec_arg(spec: &str) -> String {
+    let path = Path::new(spec);
+    if path.exists() {
+        absolute(path.to_path_buf()).display().to_string()
+    } else {
+        spec.to_owned()
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::fs::canonicalize(&path).unwrap_or(path)
 }
 
 /// `fleet/inventory.toml` pins its hosts' keys in `fleet/inventory.known_hosts`.

@@ -21,7 +21,7 @@ use crate::fleet::deploy as pipeline;
 use crate::inventory::{Host, Transport};
 use crate::plan::{self, Plan};
 use crate::printer::{self, hosts::Renderer};
-use crate::record::RecordStore;
+use crate::record::{Access, RecordStore};
 use crate::transport::connect::Target;
 use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::known_hosts::KnownHosts;
@@ -38,6 +38,8 @@ pub struct DeploySettings {
     pub output: OutputSettings,
     /// Printed after the summary (the load balancer's address).
     pub footer: Vec<String>,
+    /// What the record keeps to reach these hosts again by the deployment's name.
+    pub access: Access,
 }
 
 pub struct CloudDeploySettings {
@@ -52,6 +54,8 @@ pub struct CloudDeploySettings {
     pub parallel: usize,
     pub ssh: SshSettings,
     pub programs: ProgramSource,
+    /// The spec as the user named it (a built-in or a file), for the record.
+    pub spec: String,
     /// Where the workers get their model.
     pub model: plan::ModelSource,
     pub health_timeout: Duration,
@@ -73,6 +77,7 @@ pub async fn on_inventory(
         &deploy.plan.deployment,
         deploy.known_hosts.path(),
     )?);
+    record.remember(deploy.access.clone());
     deploy_hosts(deploy, blobs, record, cancel).await
 }
 
@@ -200,6 +205,22 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         health_timeout: s.health_timeout,
         output: s.output,
         footer,
+        access: Access {
+            spec: s.spec.clone(),
+            hosts: hosts_planned
+                .iter()
+                .map(|h| Host {
+                    key: Some(s.key.path.clone()),
+                    ..h.clone()
+                })
+                .collect(),
+            instances: launched
+                .instances
+                .iter()
+                .map(|i| (i.name.clone(), i.id.clone()))
+                .collect(),
+            region: Some(aws.region.clone()),
+        },
     };
     let code = deploy_hosts(settings, programs, record.clone(), cancel.clone()).await?;
 

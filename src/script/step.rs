@@ -675,6 +675,30 @@ pub fn http_status(head: &[u8]) -> Option<u16> {
     words.next()?.parse().ok()
 }
 
+/// The deployed programs' logs: the last `lines` of each (only those newer than `since`
+/// on systemd hosts), then, with `follow`, new lines as they come until cancelled. systemd
+/// hosts read the journal of agent's units; under agent's supervisor, its log files.
+pub fn program_logs(lines: u32, since: Option<Duration>, follow: bool) -> RemoteCommand {
+    let since = since.map_or(String::new(), |d| format!(" --since=-{}s", d.as_secs().max(1)));
+    let (jf, tf) = if follow { (" -f", " -F") } else { ("", "") };
+    RemoteCommand::new(
+        format!(
+            "if [ -d /run/systemd/system ]; then\n\
+             exec journalctl --no-pager --quiet -o short-iso -u 'agent-*' -n {lines}{since}{jf}\n\
+             fi\n\
+             set -- {SUPERVISOR_LOG_DIR}/*.log\n\
+             [ -e \"$1\" ] || {{ echo 'no logs in {SUPERVISOR_LOG_DIR} yet' >&2; exit 0; }}\n\
+             exec tail -n {lines}{tf} \"$@\"\n"
+        ),
+        // Following is open-ended by request: it ends with Ctrl-C (or a lost host).
+        if follow { LOGS_FOLLOW_LIMIT } else { LOGS_LIMIT },
+    )
+    .sudo(true)
+}
+
+pub const LOGS_LIMIT: Duration = Duration::from_secs(60);
+pub const LOGS_FOLLOW_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +780,38 @@ mod tests {
             .replace("/etc/ssh/", &format!("{}/", dir.display()))
             .replace(USER_DATA, &dir.join("user-data.txt").display().to_string());
         format!("PATH={}:$PATH\n{script}", bin.display())
+    }
+
+    #[test]
+    fn logs_read_the_supervisor_files_off_systemd() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("log");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("agent-web.service.log"), "one\ntwo\nthree\n").unwrap();
+        let script = logs_script(&logs, 2, false);
+        let out = sh(&script, b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(lines(&out), ["two", "three"]);
+        let c = program_logs(100, Some(Duration::from_secs(600)), true);
+        assert!(
+            c.script
+                .contains("journalctl --no-pager --quiet -o short-iso -u 'agent-*' -n 100 --since=-600s -f")
+        );
+        assert!(c.script.contains("tail -n 100 -F"));
+        assert_eq!(c.timeout, LOGS_FOLLOW_LIMIT);
+        assert_eq!(program_logs(5, None, false).timeout, LOGS_LIMIT);
+        let empty = tempfile::tempdir().unwrap();
+        let out = sh(&logs_script(empty.path(), 2, false), b"");
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no logs in"));
+    }
+
+    /// The logs script as a host without systemd runs it, its folder moved to `dir`.
+    fn logs_script(dir: &std::path::Path, n: u32, follow: bool) -> String {
+        program_logs(n, None, follow)
+            .script
+            .replace("/run/systemd/system", "/nonexistent/agent-test")
+            .replace(SUPERVISOR_LOG_DIR, &dir.display().to_string())
     }
 
     #[test]
