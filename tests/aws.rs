@@ -387,6 +387,29 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
             .count()
     };
     assert_eq!(hostkey_steps(&r.stdout, "changed"), 9, "{}", r.stdout);
+    // The deployment by name, with nothing else: hosts, key and the rotated pins from the record.
+    let mut c = agent(state.path());
+    c.args(["exec", "clusters", "--json", "--no-logs", "--", "cat /etc/hostname"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let answered = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "finished" && e["outcome"]["code"] == 0)
+        .count();
+    assert_eq!(answered, 9, "{}", r.stdout);
+    let id0 = instances[0]["id"].as_str().unwrap();
+    let mut c = agent(state.path());
+    c.args(["exec", "clusters", "--host", id0, "--json", "--no-logs", "--", "true"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout.matches(r#""event":"finished""#).count(),
+        1,
+        "an instance id names its host: {}",
+        r.stdout
+    );
     // Every create was not found once right after it, as AWS answers; the deploy retried.
     let answers = moto.not_found_answers();
     for (code, n) in [

@@ -109,9 +109,10 @@ fn deploy_inference_and_bench_it_through_the_orchestrator() {
     );
     assert_eq!(per_worker.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), 50);
 
-    // The text summary, with a text of our own.
+    // The text summary, with a text of our own; the deployment by name this time (its
+    // orchestrator from the record).
     let mut c = agent(state.path());
-    c.args(["bench", "inference", "-i"]).arg(fleet.inventory());
+    c.args(["bench", "inference", "inference"]);
     c.args(["-c", "8", "-n", "16", "--text", "hello world", "--out"])
         .arg(state.path().join("text"));
     let r = run(c);

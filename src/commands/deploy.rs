@@ -77,7 +77,6 @@ pub async fn on_inventory(
         &deploy.plan.deployment,
         deploy.known_hosts.path(),
     )?);
-    record.remember(deploy.access.clone());
     deploy_hosts(deploy, blobs, record, cancel).await
 }
 
@@ -90,6 +89,7 @@ async fn deploy_hosts(
     record: Arc<RecordStore>,
     cancel: CancellationToken,
 ) -> anyhow::Result<u8> {
+    record.remember(s.access.clone());
     let hosts = s.targets.iter().map(|t| t.host.clone()).collect();
     let renderer = Renderer::new(s.output.mode, hosts, s.output.title, s.output.log_dir)
         .per_host_lines()
