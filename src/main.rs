@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     let cli = agent::cli::Cli::parse();
     let result = cli.resolve().and_then(|settings| {
         let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(agent::run(settings))
+        let result = runtime.block_on(agent::run(settings));
+        // A read of the terminal (agent ssh) may still be blocked in the runtime's pool.
+        runtime.shutdown_background();
+        result
     });
     match result {
         Ok(code) => ExitCode::from(code),

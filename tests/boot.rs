@@ -133,6 +133,60 @@ fn clusters_on_booting_hosts() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no deployment nosuch here"), "{}", r.stderr);
 
+    // A shell on one host: a pty there, the remote exit status as agent's.
+    let mut c = agent(state.path());
+    c.args([
+        "ssh",
+        "clusters",
+        &fleet.host_name(2),
+        "--",
+        "tty; echo cols $(stty size); exit 7",
+    ]);
+    let r = run(c);
+    assert_eq!(r.code, 7, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("/dev/pts/"), "a pty on the host: {}", r.stdout);
+    assert!(r.stdout.contains("cols 24 80"), "80 x 24 off a terminal: {}", r.stdout);
+    // Through a terminal (util-linux's script gives agent one): raw mode, keys typed go to
+    // the host's login shell, its exit status comes back.
+    let mut typed = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} ssh clusters {}", env!("CARGO_BIN_EXE_agent"), fleet.host_name(3)),
+            "/dev/null",
+        ])
+        .env("XDG_STATE_HOME", state.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut keys = typed.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_secs(2)); // the login shell starts
+        keys.write_all(b"echo typed-$((6*7)); exit 5\r").unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let out = typed.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{screen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(screen.contains("typed-42"), "{screen}");
+
+    let mut c = agent(state.path());
+    c.args(["ssh", "clusters"]);
+    let r = run(c);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("10 hosts: name one, e.g. agent ssh clusters "),
+        "{}",
+        r.stderr
+    );
+
     // Its programs' logs, followed: a restart of one host's service shows up live.
     let follow = tempfile::NamedTempFile::new().unwrap();
     let mut c = agent(state.path());

@@ -28,6 +28,9 @@ enum Command {
     /// Exit status: 0 all ok, 2 the command failed on some host, 3 some host was
     /// unreachable (wins over 2), 130 interrupted, 1 bad input.
     Exec(Box<ExecArgs>),
+    /// An interactive shell on one host of a deployment (or `-- CMD` with a pty), through
+    /// its pinned key; the remote exit status is agent's.
+    Ssh(Box<SshArgs>),
     /// The deployed programs' logs from every selected host at once, prefixed by host:
     /// journalctl on systemd hosts, agent's supervisor's log files elsewhere.
     ///
@@ -379,6 +382,21 @@ struct DeployArgs {
     /// How long each health check may take to pass once the services started.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     health_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct SshArgs {
+    /// The deployment (as -d NAME).
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    /// The host: its name, address or instance id [default: the only one, or asked].
+    #[arg(value_name = "HOST")]
+    host: Option<String>,
+    #[command(flatten)]
+    hosts: HostArgs,
+    /// Run this on the host (with a pty) instead of a login shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

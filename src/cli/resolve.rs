@@ -10,12 +10,14 @@ use crate::commands::bench_inference;
 use crate::commands::deploy::{CloudDeploySettings, DeploySettings};
 use crate::commands::exec::ExecSettings;
 use crate::commands::metrics;
+use crate::commands::ssh;
 use crate::commands::{OutputSettings, Settings};
 use crate::fleet::artifact::ProgramSource;
 use crate::fleet::exec::ExecJob;
 use crate::format;
 use crate::inventory::{self, Host, Transport};
 use crate::plan;
+use crate::printer;
 use crate::printer::Mode;
 use crate::record::{self, Access, Record};
 use crate::script::RemoteCommand;
@@ -36,7 +38,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     BenchClustersArgs, BenchCommand, BenchInferenceArgs, Cli, Command, CopyArgs, DeployArgs, ExecArgs, HostArgs,
-    LogsArgs, MetricsArgs, OutputArgs, SshAddress,
+    LogsArgs, MetricsArgs, OutputArgs, SshAddress, SshArgs,
 };
 
 impl Cli {
@@ -47,6 +49,7 @@ impl Cli {
             Command::Exec(args) => resolve_exec(*args).map(Settings::Exec),
             Command::Copy(args) => resolve_copy(*args).map(Settings::Exec),
             Command::Logs(args) => resolve_logs(*args).map(Settings::Exec),
+            Command::Ssh(args) => resolve_ssh(*args).map(|s| Settings::Ssh(Box::new(s))),
             Command::Deploy(args) if args.hosts.inventory.is_none() && args.hosts.hosts.is_empty() => {
                 resolve_cloud_deploy(*args).map(|s| Settings::CloudDeploy(Box::new(s)))
             }
@@ -113,6 +116,42 @@ fn resolve_exec(mut args: ExecArgs) -> anyhow::Result<ExecSettings> {
             known_hosts,
         },
         output,
+    })
+}
+
+fn resolve_ssh(mut args: SshArgs) -> anyhow::Result<ssh::SshSettingsOne> {
+    if let Some(name) = args.name.take() {
+        if args.hosts.deployment.is_some() {
+            bail!("give the deployment once: agent ssh NAME [HOST], or -d NAME");
+        }
+        args.hosts.deployment = Some(name);
+    }
+    if let Some(host) = args.host.take() {
+        args.hosts.hosts.push(host);
+    }
+    let (mut targets, known_hosts) = resolve_targets(&args.hosts, None)?;
+    let target = match targets.len() {
+        1 => targets.remove(0),
+        _ => {
+            let names: Vec<String> = targets.iter().map(|t| t.host.name.clone()).collect();
+            match printer::terminal::choose(&names)? {
+                Some(i) => targets.swap_remove(i),
+                None => bail!(
+                    "{} hosts: name one, e.g. agent ssh {} {} ({})",
+                    names.len(),
+                    args.hosts.deployment.as_deref().unwrap_or("NAME"),
+                    names[0],
+                    names.join(", ")
+                ),
+            }
+        }
+    };
+    let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+    Ok(ssh::SshSettingsOne {
+        target,
+        command,
+        ssh: args.hosts.ssh(),
+        known_hosts,
     })
 }
 

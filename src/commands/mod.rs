@@ -10,6 +10,7 @@ pub mod deploy;
 pub mod exec;
 pub mod metrics;
 pub mod plan;
+pub mod ssh;
 pub mod status;
 pub mod terminate;
 
@@ -63,6 +64,8 @@ pub enum Settings {
         /// Where deploy pinned the instances' host keys.
         known_hosts: PathBuf,
     },
+    /// An interactive session on one host.
+    Ssh(Box<ssh::SshSettingsOne>),
     /// Print what a deployment would do; touches nothing.
     Plan {
         plan: Plan,
@@ -124,6 +127,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
             mode,
         } => metrics::run(&metrics, window, &out, mode, cancel).await,
         Settings::Plan { plan, json } => plan::run(&plan, json),
+        Settings::Ssh(s) => ssh::run(*s, cancel).await,
     }
 }
 

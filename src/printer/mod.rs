@@ -5,12 +5,14 @@
 //! - [`hosts`]: a run over hosts (exec, copy, deploy), with [`logs`] for the per-host files.
 //! - [`cloud`]: cloud steps as they go, `agent status`, the end of `agent terminate`.
 //! - [`bench`]: a bench's bars and summary.
+//! - [`terminal`]: the local terminal of `agent ssh` (raw mode, size, the host prompt).
 //! - here: the mode, `agent plan`, one-line notices, a wait's spinner.
 
 pub mod bench;
 pub mod cloud;
 pub mod hosts;
 mod logs;
+pub mod terminal;
 
 use crate::plan;
 use std::io::{self, Write};

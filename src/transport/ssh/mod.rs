@@ -308,6 +308,69 @@ impl SshSession {
         }
     }
 
+    /// An interactive session (`agent ssh`): a pty on the host sized as `size` (columns,
+    /// rows) with `term`, a login shell or `command`; `input` is sent as it is typed,
+    /// the host's output written to `output` as it comes, each size from `resize` passed on.
+    /// The remote exit status (a signal counts as 128 + its number, as shells do).
+    pub async fn interactive(
+        &mut self,
+        command: Option<&str>,
+        term: &str,
+        size: (u32, u32),
+        mut input: impl tokio::io::AsyncRead + Unpin,
+        mut output: impl tokio::io::AsyncWrite + Unpin,
+        mut resize: tokio::sync::mpsc::Receiver<(u32, u32)>,
+    ) -> Result<u32, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| format!("cannot open a session channel: {}", lower(&e)))?;
+        channel
+            .request_pty(false, term, size.0, size.1, 0, 0, &[])
+            .await
+            .map_err(|e| format!("pty request failed: {}", lower(&e)))?;
+        match command {
+            Some(c) => channel.exec(true, c).await,
+            None => channel.request_shell(true).await,
+        }
+        .map_err(|e| format!("the host refused the session: {}", lower(&e)))?;
+        let (mut reader, channel) = channel.split();
+        let mut buf = vec![0u8; 8192];
+        let (mut typing, mut exit) = (true, None);
+        loop {
+            tokio::select! {
+                n = input.read(&mut buf), if typing => match n {
+                    Ok(0) | Err(_) => {
+                        typing = false;
+                        let _ = channel.eof().await;
+                    }
+                    Ok(n) => {
+                        if channel.data(&buf[..n]).await.is_err() {
+                            typing = false;
+                        }
+                    }
+                },
+                Some(size) = resize.recv() => {
+                    let _ = channel.window_change(size.0, size.1, 0, 0).await;
+                }
+                msg = reader.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        if output.write_all(&data).await.is_err() || output.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => exit = Some(128 + signal_number(&signal_name)),
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                },
+            }
+        }
+        exit.ok_or_else(|| format!("connection lost ({})", lost(&self.shared)))
+    }
+
     /// SHA256 fingerprint of the host key this session verified.
     pub fn host_key_fingerprint(&self) -> Option<String> {
         self.shared
@@ -503,5 +566,24 @@ fn classify_russh(e: russh::Error, target: &str) -> ConnectError {
             theirs.join(", ")
         )),
         other => ConnectError::Protocol(format!("ssh error with {target}: {}", lower(&other))),
+    }
+}
+
+/// The number shells report for a signal (`128 + N`).
+fn signal_number(s: &Sig) -> u32 {
+    match s {
+        Sig::HUP => 1,
+        Sig::INT => 2,
+        Sig::QUIT => 3,
+        Sig::ILL => 4,
+        Sig::ABRT => 6,
+        Sig::FPE => 8,
+        Sig::KILL => 9,
+        Sig::USR1 => 10,
+        Sig::SEGV => 11,
+        Sig::PIPE => 13,
+        Sig::ALRM => 14,
+        Sig::TERM => 15,
+        _ => 0,
     }
 }
