@@ -1086,3 +1086,64 @@ s.serve_forever()
         .unwrap();
     (child, format!("http://127.0.0.1:{}", line.trim()))
 }
+
+/// `deploy inference` on EC2, then the deployment by name and nothing else: `agent status`,
+/// `agent exec` and `agent bench inference` (its orchestrator found from the record).
+#[test]
+fn inference_on_ec2_is_reached_by_its_name() {
+    let moto = Moto::start(&[]);
+    let fleet = Fleet::unbooted("awsi", 5, 44);
+    let net = moto.network("10.210.44.0/24");
+    let state = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("remote/worker/fixtures/tiny");
+    let mut c = deploy_cmd(state.path(), &moto, "inference", &fleet.key(), &net.subnet_a, true);
+    c.arg("--model").arg(&model);
+    let mut booted = BTreeSet::new();
+    let r = deploy_booting(c, &fleet, &moto, "inference", &mut booted);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(booted.len(), 5);
+
+    let mut c = aws_agent(state.path(), &moto, None);
+    c.args(["status", "inference"]);
+    let s = run(c);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert_eq!(s.stdout.matches("  instance i-").count(), 5, "{}", s.stdout);
+
+    let mut c = agent(state.path());
+    c.args([
+        "exec",
+        "inference",
+        "--role",
+        "worker",
+        "--json",
+        "--no-logs",
+        "--",
+        "true",
+    ]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout.matches(r#""event":"finished""#).count(), 4, "{}", r.stdout);
+
+    let mut c = agent(state.path());
+    c.args([
+        "bench",
+        "inference",
+        "inference",
+        "-c",
+        "4",
+        "-n",
+        "12",
+        "--json",
+        "--out",
+    ])
+    .arg(state.path().join("bench"));
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
+    let summary: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(summary["ok"].as_u64(), Some(12), "{summary:#}");
+    let orchestrator = &fleet.addresses[0];
+    assert_eq!(summary["target"], format!("http://{orchestrator}:80"), "{summary:#}");
+
+    let t = terminate(state.path(), &moto, "inference");
+    assert_eq!(t.code, 0, "{}\n{}", t.stdout, t.stderr);
+}

@@ -127,6 +127,17 @@ fn clusters_on_booting_hosts() {
     let r = run(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.matches(r#""event":"finished""#).count(), 4, "{}", r.stdout);
+    // copy takes the name as -d (its positionals are the file and where it goes).
+    let note = state.path().join("note.txt");
+    std::fs::write(&note, "by name\n").unwrap();
+    let mut c = agent(state.path());
+    c.args(["copy", "-d", "clusters", "--role", "lb", "--no-logs"])
+        .arg(&note)
+        .arg("/tmp/");
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let lb_note = exec_stdout(&fleet, state.path(), &["--role", "lb"], "cat /tmp/note.txt");
+    assert_eq!(lb_note[&fleet.host_name(9)], "by name\n");
     let mut c = agent(state.path());
     c.args(["exec", "nosuch", "--", "true"]);
     let r = run(c);
