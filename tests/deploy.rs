@@ -461,3 +461,96 @@ fn squat_port_80(host: &str) -> std::process::Child {
     std::thread::sleep(std::time::Duration::from_millis(300));
     child
 }
+
+/// `deploy --rolling 1` of a changed program while the clusters bench sends requests
+/// through HAProxy: no request fails (the bench's CSV), and the hosts restarted one after
+/// another, each batch only once the one before was back (a plain deploy restarts them all
+/// within the same instant, and HAProxy's retries alone could hide that in the count).
+#[test]
+fn a_rolling_deploy_under_load_fails_no_request() {
+    let fleet = Fleet::with_roles("dr", 10, 11, "cluster1:5,cluster2:4,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    let (code, ev) = deploy(&fleet, state.path(), "clusters");
+    assert_eq!(code, 0, "{ev:#?}");
+
+    // A changed program: the built agent-web with bytes appended (it runs the same, its
+    // checksum differs, so every web host gets it and restarts).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let built = target.join("x86_64-unknown-linux-gnu/release/agent-web");
+    let programs = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&built).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+    bytes.extend_from_slice(b"\0agent rolling test\0");
+    std::fs::write(programs.path().join("agent-web"), &bytes).unwrap();
+    let mode: std::fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(programs.path().join("agent-web"), mode).unwrap();
+
+    // Load through the balancer for as long as the rollout lasts, then Ctrl-C.
+    let out = state.path().join("bench");
+    let mut bench = agent(state.path());
+    bench.args(["bench", "clusters", "-i"]).arg(fleet.inventory());
+    bench
+        .args(["--scale", "100", "--pause", "0s", "--json", "--out"])
+        .arg(&out);
+    let bench = bench.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    let mut c = agent(state.path());
+    c.args(["deploy", "clusters", "--rolling", "1", "--json", "--no-logs", "-i"])
+        .arg(fleet.inventory())
+        .arg("--programs")
+        .arg(programs.path());
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let rolled = events(&r.stdout);
+    let restarted: Vec<String> = changed(&rolled)
+        .into_iter()
+        .filter(|(_, stage)| stage == "services")
+        .map(|(host, _)| host)
+        .collect();
+    assert_eq!(restarted.len(), 9, "{:#?}", changed(&rolled));
+
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let b = bench.wait_with_output().unwrap();
+    let summary: Value =
+        serde_json::from_slice(&b.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b.stderr)));
+    assert_eq!(
+        summary["interrupted"], true,
+        "the load outlasted the rollout: {summary:#}"
+    );
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(rows.len() > 1000, "{} requests", rows.len());
+    let failed: Vec<&&str> = rows
+        .iter()
+        .filter(|l| l.split(',').nth(4).is_none_or(|s| s != "200"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed, e.g. {:?}",
+        failed.len(),
+        rows.len(),
+        &failed[..failed.len().min(5)]
+    );
+
+    // The restarts, in kernel clock ticks since boot (the fleet's hosts share one kernel):
+    // one after another, each well after the one before.
+    let ticks = common::exec_stdout(
+        &fleet,
+        state.path(),
+        &["--role", "cluster1", "--role", "cluster2", "--sudo"],
+        "for f in /var/lib/agent/run/agent-web*.pid; do awk '{print $22}' /proc/$(cat $f)/stat; done",
+    );
+    let mut starts: Vec<u64> = ticks.values().map(|t| t.trim().parse().unwrap()).collect();
+    starts.sort();
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= 50),
+        "restarts less than 0.5 s apart: {gaps:?} ticks"
+    );
+}

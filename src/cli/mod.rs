@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::fleet::rollout::Batch;
 use crate::format::parse_duration;
 use crate::transport::ssh::SshSettings;
 
@@ -382,6 +383,24 @@ struct DeployArgs {
     /// How long each health check may take to pass once the services started.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     health_timeout: Duration,
+    /// Roll out N hosts of a role at a time (or N% of them): a batch behind the balancer is
+    /// taken out and drained, deployed, health-checked and put back before the next one.
+    #[arg(long, value_parser = parse_batch, value_name = "N|N%")]
+    rolling: Option<Batch>,
+}
+
+fn parse_batch(s: &str) -> Result<Batch, String> {
+    let bad = || format!("{s:?}: give a number of hosts (1) or a share of them (25%)");
+    match s.strip_suffix('%') {
+        Some(p) => match p.parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => Ok(Batch::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Batch::Hosts(n)),
+            _ => Err(bad()),
+        },
+    }
 }
 
 #[derive(Debug, Args)]

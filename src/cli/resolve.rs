@@ -332,6 +332,7 @@ fn resolve_cloud_deploy(args: DeployArgs) -> anyhow::Result<CloudDeploySettings>
             .programs
             .map_or_else(ProgramSource::default_build, ProgramSource::Dir),
         spec: spec_arg(&args.spec),
+        rolling: args.rolling,
         model,
         health_timeout: args.health_timeout,
         output,
@@ -687,6 +688,7 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<Settings> {
         output,
         footer,
         access,
+        rolling: args.rolling,
     };
     Ok(Settings::Deploy {
         deploy: Box::new(deploy),

@@ -18,6 +18,7 @@ use crate::aws::{Aws, Interrupted, Progress, alb};
 use crate::exit;
 use crate::fleet::artifact::{self, ProgramSource};
 use crate::fleet::deploy as pipeline;
+use crate::fleet::rollout::Batch;
 use crate::inventory::{Host, Transport};
 use crate::plan::{self, Plan};
 use crate::printer::{self, hosts::Renderer};
@@ -40,6 +41,8 @@ pub struct DeploySettings {
     pub footer: Vec<String>,
     /// What the record keeps to reach these hosts again by the deployment's name.
     pub access: Access,
+    /// Roll out in batches (`--rolling`) instead of all at once.
+    pub rolling: Option<Batch>,
 }
 
 pub struct CloudDeploySettings {
@@ -56,6 +59,7 @@ pub struct CloudDeploySettings {
     pub programs: ProgramSource,
     /// The spec as the user named it (a built-in or a file), for the record.
     pub spec: String,
+    pub rolling: Option<Batch>,
     /// Where the workers get their model.
     pub model: plan::ModelSource,
     pub health_timeout: Duration,
@@ -104,6 +108,7 @@ async fn deploy_hosts(
         known_hosts: s.known_hosts,
         record: record.clone(),
         health_timeout: s.health_timeout,
+        rolling: s.rolling,
     };
     pipeline::run(job, printer.tx.clone(), cancel.clone()).await;
     let report = printer.finish().await?;
@@ -205,6 +210,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         health_timeout: s.health_timeout,
         output: s.output,
         footer,
+        rolling: s.rolling,
         access: Access {
             spec: s.spec.clone(),
             hosts: hosts_planned

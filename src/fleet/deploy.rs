@@ -42,9 +42,12 @@ pub struct DeployJob {
     pub record: Arc<RecordStore>,
     /// How long each health check may take to pass.
     pub health_timeout: Duration,
+    /// Roll out in batches instead of all at once.
+    pub rolling: Option<super::rollout::Batch>,
 }
 
-/// Runs the deployment to completion or cancellation.
+/// Runs the deployment to completion or cancellation: every host at once (bounded by
+/// `parallel`), the balancer last; or, with `rolling`, in batches (see [`super::rollout`]).
 pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
     assert_eq!(job.plan.hosts.len(), job.targets.len(), "one target per planned host");
     let permits = Arc::new(Semaphore::new(job.parallel.max(1)));
@@ -55,6 +58,10 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
         record: job.record,
         health_timeout: job.health_timeout,
     });
+    if let Some(batch) = job.rolling {
+        super::rollout::run(job.plan, job.targets, batch, &shared, &tx, &cancel).await;
+        return;
+    }
     // Balancers wait until every other host is done (`backends` counts those left).
     let others = job.plan.hosts.iter().filter(|h| !h.balancer).count();
     let (backend_done, backends) = tokio::sync::watch::channel(others);
@@ -76,30 +83,43 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
                 p = permits.acquire_owned() => p.expect("semaphore is never closed"),
                 _ = cancel.cancelled() => return,
             };
-            let started = Instant::now();
-            let key = record_key(&target);
-            let mut host = HostRun {
-                id,
-                plan: &plan,
-                shared: &shared,
-                output: Output::new(id, tx.clone()),
-                tx: &tx,
-                cancel: &cancel,
-                key: &key,
-            };
-            let outcome = host.deploy(&target).await;
-            let result = event::describe(&outcome);
-            shared.record.note(&key, |h| h.result = Some(result));
-            let _ = tx
-                .send(Event::Finished {
-                    host: id,
-                    outcome,
-                    elapsed: started.elapsed(),
-                })
-                .await;
+            deploy_one(id, &plan, &target, &shared, &tx, &cancel).await;
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// One host's pipeline, start to end: its `Finished` event sent and its result recorded.
+pub(super) async fn deploy_one(
+    id: HostId,
+    plan: &HostPlan,
+    target: &Target,
+    shared: &Shared,
+    tx: &mpsc::Sender<Event>,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let started = Instant::now();
+    let key = record_key(target);
+    let mut host = HostRun {
+        id,
+        plan,
+        shared,
+        output: Output::new(id, tx.clone()),
+        tx,
+        cancel,
+        key: &key,
+    };
+    let outcome = host.deploy(target).await;
+    let result = event::describe(&outcome);
+    shared.record.note(&key, |h| h.result = Some(result));
+    let _ = tx
+        .send(Event::Finished {
+            host: id,
+            outcome: outcome.clone(),
+            elapsed: started.elapsed(),
+        })
+        .await;
+    outcome
 }
 
 struct Decrement(Arc<tokio::sync::watch::Sender<usize>>);
@@ -114,10 +134,10 @@ fn record_key(t: &Target) -> String {
     format!("{}@{}:{}", t.host.user, t.host.address, t.host.port)
 }
 
-struct Shared {
+pub(super) struct Shared {
     programs: BTreeMap<String, Blob>,
-    ssh: SshSettings,
-    known_hosts: Arc<KnownHosts>,
+    pub(super) ssh: SshSettings,
+    pub(super) known_hosts: Arc<KnownHosts>,
     record: Arc<RecordStore>,
     health_timeout: Duration,
 }

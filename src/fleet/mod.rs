@@ -3,3 +3,4 @@
 pub mod artifact;
 pub mod deploy;
 pub mod exec;
+pub mod rollout;

@@ -31,7 +31,14 @@ pub struct HaproxyConfig {
     pub routes: Vec<BalancedRoute>,
 }
 
+/// HAProxy's runtime API, root's only: where rolling deploys drain and restore servers.
+pub const ADMIN_SOCKET: &str = "/run/haproxy-agent.sock";
+
 impl HaproxyConfig {
+    fn admin_socket(&self) -> &'static str {
+        ADMIN_SOCKET
+    }
+
     /// One backend per role, however many routes lead to it.
     fn backends(&self) -> Vec<&BalancedRoute> {
         let mut seen = std::collections::HashSet::new();

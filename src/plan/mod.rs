@@ -24,6 +24,10 @@ use unit::{ServiceUnit, Word};
 pub struct Plan {
     pub deployment: String,
     pub hosts: Vec<HostPlan>,
+    /// The roles a balancer host routes to (its backends are named after them, its servers
+    /// after the hosts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub balanced: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -196,9 +200,17 @@ pub fn build_with(spec: &Spec, hosts: &[Host], model: &ModelSource) -> Result<Pl
     if let Some(b) = &spec.balancer {
         plans.push(balancer_host(spec, hosts, b)?);
     }
+    let mut balanced: Vec<String> = spec
+        .balancer
+        .iter()
+        .flat_map(|b| b.routes.iter().map(|r| r.role.clone()))
+        .collect();
+    balanced.sort();
+    balanced.dedup();
     Ok(Plan {
         deployment: spec.name.clone(),
         hosts: plans,
+        balanced,
     })
 }
 

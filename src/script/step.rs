@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::inventory::Init;
+use crate::plan::haproxy::ADMIN_SOCKET;
 use crate::plan::{HostPlan, ServicePlan, SetupPlan};
 use crate::script::RemoteCommand;
 use crate::shell::quote;
@@ -698,6 +699,57 @@ pub fn program_logs(lines: u32, since: Option<Duration>, follow: bool) -> Remote
 
 pub const LOGS_LIMIT: Duration = Duration::from_secs(60);
 pub const LOGS_FOLLOW_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Commands to HAProxy's runtime API on the balancer host (one connection each), their
+/// answers printed in order.
+pub fn haproxy_admin(commands: &[String]) -> RemoteCommand {
+    let client = "import socket, sys\n\
+                  for c in sys.argv[2:]:\n\
+                  \x20   s = socket.socket(socket.AF_UNIX)\n\
+                  \x20   s.connect(sys.argv[1])\n\
+                  \x20   s.sendall(c.encode() + b'\\n')\n\
+                  \x20   while True:\n\
+                  \x20       d = s.recv(65536)\n\
+                  \x20       if not d:\n\
+                  \x20           break\n\
+                  \x20       sys.stdout.write(d.decode())\n";
+    let args: Vec<String> = commands.iter().map(|c| quote(c)).collect();
+    RemoteCommand::new(
+        format!(
+            "exec python3 -c {} {} {}\n",
+            quote(client),
+            ADMIN_SOCKET,
+            args.join(" ")
+        ),
+        HAPROXY_ADMIN_LIMIT,
+    )
+    .sudo(true)
+}
+
+pub const HAPROXY_ADMIN_LIMIT: Duration = Duration::from_secs(15);
+
+/// A server as `show stat` lists it: (backend, server) → (status, current sessions).
+pub fn parse_show_stat(lines: &[String]) -> BTreeMap<(String, String), (String, u64)> {
+    let mut out = BTreeMap::new();
+    let Some(header) = lines.iter().find_map(|l| l.strip_prefix("# ")) else {
+        return out;
+    };
+    let cols: Vec<&str> = header.split(',').collect();
+    let at = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(px), Some(sv), Some(scur), Some(status)) = (at("pxname"), at("svname"), at("scur"), at("status")) else {
+        return out;
+    };
+    for l in lines.iter().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let f: Vec<&str> = l.split(',').collect();
+        if let (Some(p), Some(s), Some(c), Some(st)) = (f.get(px), f.get(sv), f.get(scur), f.get(status)) {
+            out.insert(
+                ((*p).to_owned(), (*s).to_owned()),
+                ((*st).to_owned(), c.parse().unwrap_or(0)),
+            );
+        }
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
