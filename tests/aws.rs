@@ -435,6 +435,31 @@ fn clusters_on_ec2_deploy_over_ssh_resume_and_terminate_to_nothing() {
     );
     assert_eq!(hostkey_steps(&r.stdout, "unchanged"), 9, "{}", r.stdout);
 
+    // A rolling deploy of a changed agent-web: one instance at a time leaves its target group
+    // (deregistered), is deployed, comes back (registered) and is seen healthy.
+    let programs = tempfile::tempdir().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let mut web = std::fs::read(target.join("x86_64-unknown-linux-gnu/release/agent-web")).unwrap();
+    web.extend_from_slice(b"\0agent rolling on ec2\0");
+    std::fs::write(programs.path().join("agent-web"), &web).unwrap();
+    let mode: std::fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(programs.path().join("agent-web"), mode).unwrap();
+    let before = moto.actions().len();
+    let mut c = deploy();
+    c.args(["--rolling", "1", "--programs"]).arg(programs.path());
+    let r = deploy_booting(c, &fleet, &moto, "clusters", &mut booted);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let shifts: Vec<String> = moto.actions()[before..]
+        .iter()
+        .filter(|a| *a == "DeregisterTargets" || *a == "RegisterTargets")
+        .cloned()
+        .collect();
+    let per_host = ["DeregisterTargets", "RegisterTargets"].repeat(9);
+    // (the deploy's own ALB step registers each group's instances once before the rollout)
+    assert_eq!(&shifts[shifts.len() - 18..], per_host.as_slice(), "{shifts:?}");
+
     // Pins come from this machine's known_hosts: a tag anyone in the account can change
     // does not move them.
     let id = instances[0]["id"].as_str().unwrap();

@@ -23,7 +23,8 @@ the upstream, except:
 - with --deny ACTION (or '*' for every action), what an explicit deny in a
   policy answers, as the Learner Lab's does outside its regions and sizes (EC2:
   403 UnauthorizedOperation; the others: 403 AccessDenied).
-Each faked failure and each violation is logged to stderr, one line each.
+Each faked failure and each violation is logged to stderr, one line each; with --actions,
+every request's action too.
 Needs botocore and regex (for the models' \\p{L} classes): run it with moto's venv.
 """
 
@@ -53,6 +54,7 @@ class State:
     eventual = False
     fresh = {}
     deny = set()
+    actions = False
     lock = threading.Lock()
 
 
@@ -354,6 +356,11 @@ class Proxy(BaseHTTPRequestHandler):
 
     def forward(self):
         body = self.read_body()
+        if State.actions:
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            action = (form.get("Action") or [None])[0] or self.headers.get("X-Amz-Target", "").split(".")[-1]
+            if action:
+                print(f"aws_fault_proxy: action: {action}", file=sys.stderr, flush=True)
         fake = self.fault(body)
         if fake is not None:
             self.reply(400, [("Content-Type", "text/xml;charset=UTF-8")], fake)
@@ -403,7 +410,9 @@ def main():
     p.add_argument("--strict", action="store_true", help="refuse what AWS's service models refuse")
     p.add_argument("--eventual", action="store_true", help="answer NotFound once for what was just created")
     p.add_argument("--deny", action="append", default=[], metavar="ACTION", help="answer an explicit deny to ACTION ('*': all)")
+    p.add_argument("--actions", action="store_true", help="log every request's action")
     a = p.parse_args()
+    State.actions = a.actions
     State.eventual = a.eventual
     State.deny = set(a.deny)
     if a.strict:

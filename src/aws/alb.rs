@@ -30,6 +30,83 @@ pub struct Alb {
     pub target_groups: BTreeMap<String, String>,
 }
 
+/// How long a target leaving a target group gets to finish its requests.
+pub const DEREGISTRATION_DELAY: Duration = Duration::from_secs(10);
+
+/// Takes instances out of a target group for a rolling deploy: deregistered, then waited
+/// for until the group no longer lists them (their deregistration delay spent).
+pub async fn take_out(aws: &Aws, target_group: &str, port: u16, ids: &[String]) -> Result<(), String> {
+    aws.elb
+        .deregister_targets()
+        .target_group_arn(target_group)
+        .set_targets(Some(targets_of(ids, port)))
+        .send()
+        .await
+        .during(|| "deregister targets".into())
+        .map_err(|e| e.to_string())?;
+    wait_targets(aws, target_group, ids, DEREGISTRATION_DELAY * 3, |state| {
+        state.is_none()
+    })
+    .await
+}
+
+/// Puts instances back, then waits until the load balancer sees them healthy.
+pub async fn put_back(aws: &Aws, target_group: &str, port: u16, ids: &[String]) -> Result<(), String> {
+    aws.elb
+        .register_targets()
+        .target_group_arn(target_group)
+        .set_targets(Some(targets_of(ids, port)))
+        .send()
+        .await
+        .during(|| "register targets".into())
+        .map_err(|e| e.to_string())?;
+    wait_targets(aws, target_group, ids, Duration::from_secs(120), |state| {
+        state == Some(&TargetHealthStateEnum::Healthy)
+    })
+    .await
+}
+
+fn targets_of(ids: &[String], port: u16) -> Vec<TargetDescription> {
+    ids.iter()
+        .map(|id| TargetDescription::builder().id(id).port(i32::from(port)).build())
+        .collect()
+}
+
+/// Polls the group's target health until every one of `ids` is `done` (None: not listed).
+async fn wait_targets(
+    aws: &Aws,
+    target_group: &str,
+    ids: &[String],
+    limit: Duration,
+    done: impl Fn(Option<&TargetHealthStateEnum>) -> bool,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let out = aws
+            .elb
+            .describe_target_health()
+            .target_group_arn(target_group)
+            .send()
+            .await
+            .during(|| "check target health".into())
+            .map_err(|e| e.to_string())?;
+        let state = |id: &str| {
+            out.target_health_descriptions()
+                .iter()
+                .find(|t| t.target().and_then(|t| t.id()) == Some(id))
+                .and_then(|t| t.target_health().and_then(|h| h.state()))
+        };
+        let pending: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !done(state(id))).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("after {}s: {}", limit.as_secs(), pending.join(", ")));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// ELB names: at most 32 letters, digits and hyphens, no hyphen at the ends.
 pub fn elb_name(deployment: &str, suffix: &str) -> String {
     let mut n: String = format!("{deployment}-{suffix}").chars().take(32).collect();
@@ -203,6 +280,22 @@ async fn target_group(
             .context("CreateTargetGroup returned nothing")
     })
     .await?;
+    // A target taken out for a rolling deploy waits this long for its requests in flight
+    // (AWS's default is 300 s).
+    settled(|| {
+        aws.elb
+            .modify_target_group_attributes()
+            .target_group_arn(&arn)
+            .attributes(
+                aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(DEREGISTRATION_DELAY.as_secs().to_string())
+                    .build(),
+            )
+            .send()
+    })
+    .await
+    .during(|| format!("set the deregistration delay of {tg_name}"))?;
     let targets: Vec<TargetDescription> = launched
         .instances
         .iter()

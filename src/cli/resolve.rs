@@ -689,6 +689,7 @@ fn resolve_deploy(args: DeployArgs) -> anyhow::Result<Settings> {
         footer,
         access,
         rolling: args.rolling,
+        external: None,
     };
     Ok(Settings::Deploy {
         deploy: Box::new(deploy),

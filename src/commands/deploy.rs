@@ -18,11 +18,12 @@ use crate::aws::{Aws, Interrupted, Progress, alb};
 use crate::exit;
 use crate::fleet::artifact::{self, ProgramSource};
 use crate::fleet::deploy as pipeline;
-use crate::fleet::rollout::Batch;
+use crate::fleet::rollout::{Batch, External, Shift};
 use crate::inventory::{Host, Transport};
 use crate::plan::{self, Plan};
 use crate::printer::{self, hosts::Renderer};
 use crate::record::{Access, RecordStore};
+use crate::spec::Spec;
 use crate::transport::connect::Target;
 use crate::transport::ssh::SshSettings;
 use crate::transport::ssh::known_hosts::KnownHosts;
@@ -43,6 +44,8 @@ pub struct DeploySettings {
     pub access: Access,
     /// Roll out in batches (`--rolling`) instead of all at once.
     pub rolling: Option<Batch>,
+    /// On EC2, with `rolling`: the ALB the batches leave and rejoin.
+    pub external: Option<External>,
 }
 
 pub struct CloudDeploySettings {
@@ -109,6 +112,7 @@ async fn deploy_hosts(
         record: record.clone(),
         health_timeout: s.health_timeout,
         rolling: s.rolling,
+        external: s.external,
     };
     pipeline::run(job, printer.tx.clone(), cancel.clone()).await;
     let report = printer.finish().await?;
@@ -210,6 +214,7 @@ pub async fn on_ec2(s: CloudDeploySettings, cancel: CancellationToken) -> anyhow
         health_timeout: s.health_timeout,
         output: s.output,
         footer,
+        external: alb_gate(&aws, alb.as_ref(), &launched, &spec),
         rolling: s.rolling,
         access: Access {
             spec: s.spec.clone(),
@@ -336,4 +341,35 @@ async fn hosts(
     }
     known_hosts.pin(&pins)?;
     Ok(targets)
+}
+
+/// The ALB as a rolling deploy's balancer: a batch's instances leave their role's target
+/// group (drained) and come back (healthy) through it.
+fn alb_gate(aws: &Aws, alb: Option<&alb::Alb>, launched: &Launched, spec: &Spec) -> Option<External> {
+    let alb = alb?;
+    let groups = alb.target_groups.clone();
+    let ports: std::collections::BTreeMap<String, u16> =
+        spec.roles.iter().map(|(name, r)| (name.clone(), r.ports[0])).collect();
+    let ids: std::collections::BTreeMap<String, String> = launched
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), i.id.clone()))
+        .collect();
+    let aws = aws.clone();
+    Some(External {
+        roles: groups.keys().cloned().collect(),
+        shift: Box::new(move |shift, role, hosts| {
+            let (aws, group, port) = (aws.clone(), groups.get(&role).cloned(), ports.get(&role).copied());
+            let instances: Vec<String> = hosts.iter().filter_map(|h| ids.get(h).cloned()).collect();
+            Box::pin(async move {
+                let (Some(group), Some(port)) = (group, port) else {
+                    return Ok(());
+                };
+                match shift {
+                    Shift::Out => alb::take_out(&aws, &group, port, &instances).await,
+                    Shift::Back => alb::put_back(&aws, &group, port, &instances).await,
+                }
+            })
+        }),
+    })
 }

@@ -44,6 +44,8 @@ pub struct DeployJob {
     pub health_timeout: Duration,
     /// Roll out in batches instead of all at once.
     pub rolling: Option<super::rollout::Batch>,
+    /// With `rolling`: the balancer agent does not run on a host (EC2's ALB).
+    pub external: Option<super::rollout::External>,
 }
 
 /// Runs the deployment to completion or cancellation: every host at once (bounded by
@@ -59,7 +61,7 @@ pub async fn run(job: DeployJob, tx: mpsc::Sender<Event>, cancel: CancellationTo
         health_timeout: job.health_timeout,
     });
     if let Some(batch) = job.rolling {
-        super::rollout::run(job.plan, job.targets, batch, &shared, &tx, &cancel).await;
+        super::rollout::run(job.plan, job.targets, batch, job.external, &shared, &tx, &cancel).await;
         return;
     }
     // Balancers wait until every other host is done (`backends` counts those left).

@@ -34,6 +34,68 @@ impl Batch {
     }
 }
 
+/// A balancer agent does not run on a host (EC2's ALB), driven by whoever made it: for each
+/// of `roles`, `shift(Out | Back, role, host names)` takes those hosts out (and waits for
+/// them to drain) or puts them back (and waits until the balancer sees them healthy).
+pub struct External {
+    pub roles: Vec<String>,
+    pub shift: ShiftFn,
+}
+
+/// `External::shift`: (what, role, host names) → done or why not.
+pub type ShiftFn = Box<dyn FnMut(Shift, String, Vec<String>) -> BoxFuture<'static, Result<(), String>> + Send>;
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shift {
+    Out,
+    Back,
+}
+
+/// The balancer a rollout drains through.
+enum Gate {
+    Haproxy(Haproxy),
+    External(External),
+}
+
+impl Gate {
+    fn routes(&self, balanced: &[String], role: &str) -> bool {
+        match self {
+            Gate::Haproxy(_) => balanced.iter().any(|r| r == role),
+            Gate::External(e) => e.roles.iter().any(|r| r == role),
+        }
+    }
+
+    async fn take_out(&mut self, role: &str, hosts: &[&str]) -> Result<(), String> {
+        match self {
+            Gate::Haproxy(h) => h.take_out(role, hosts).await,
+            Gate::External(e) => {
+                (e.shift)(
+                    Shift::Out,
+                    role.to_owned(),
+                    hosts.iter().map(|h| (*h).to_owned()).collect(),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn put_back(&mut self, role: &str, hosts: &[&str]) -> Result<(), String> {
+        match self {
+            Gate::Haproxy(h) => h.put_back(role, hosts).await,
+            Gate::External(e) => {
+                (e.shift)(
+                    Shift::Back,
+                    role.to_owned(),
+                    hosts.iter().map(|h| (*h).to_owned()).collect(),
+                )
+                .await
+            }
+        }
+    }
+}
+
 /// How long a server taken out may take to finish its requests, and one put back to be
 /// seen up by the balancer's own checks.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -43,10 +105,12 @@ pub(super) async fn run(
     plan: Plan,
     targets: Vec<Target>,
     batch: Batch,
+    external: Option<External>,
     shared: &Shared,
     tx: &mpsc::Sender<Event>,
     cancel: &CancellationToken,
 ) {
+    let balanced = plan.balanced;
     let hosts: Vec<(HostId, HostPlan, Target)> = plan
         .hosts
         .into_iter()
@@ -60,9 +124,10 @@ pub(super) async fn run(
             gate = Some((*id, t.clone()));
         }
     }
-    let mut balancer = match gate {
-        Some((id, target)) => Haproxy::open(id, &target, shared, tx, cancel).await,
-        None => None,
+    let mut balancer = match (external, gate) {
+        (Some(e), _) => Some(Gate::External(e)),
+        (None, Some((id, target))) => Haproxy::open(id, &target, shared, tx, cancel).await.map(Gate::Haproxy),
+        (None, None) => None,
     };
     let mut roles: Vec<&str> = Vec::new();
     for (_, p, _) in hosts.iter().filter(|(_, p, _)| !p.balancer) {
@@ -74,7 +139,7 @@ pub(super) async fn run(
     for role in roles {
         let group: Vec<&(HostId, HostPlan, Target)> =
             hosts.iter().filter(|(_, p, _)| !p.balancer && p.role == role).collect();
-        let routed = plan.balanced.iter().any(|r| r == role);
+        let routed = balancer.as_ref().is_some_and(|b| b.routes(&balanced, role));
         for chunk in group.chunks(batch.size(group.len())) {
             if let Some(why) = &stopped {
                 for (id, _, _) in chunk {

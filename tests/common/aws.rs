@@ -88,7 +88,7 @@ impl Moto {
                 .expect("spawn moto_server");
             match wait_ready(&mut child, port) {
                 Ok(()) => {
-                    let mut args = vec!["--fail", "0", "--strict"];
+                    let mut args = vec!["--fail", "0", "--strict", "--actions"];
                     args.extend(proxy_args);
                     let strict = FaultProxy::launch(&format!("http://127.0.0.1:{port}"), &args);
                     return Moto {
@@ -231,6 +231,15 @@ impl Moto {
             .log()
             .lines()
             .filter_map(|l| l.split_once(": eventual: ").map(|(_, rest)| rest.to_owned()))
+            .collect()
+    }
+
+    /// The actions of every request so far, in order (e.g. `DeregisterTargets`).
+    pub fn actions(&self) -> Vec<String> {
+        self.strict
+            .log()
+            .lines()
+            .filter_map(|l| l.split_once(": action: ").map(|(_, a)| a.to_owned()))
             .collect()
     }
 
