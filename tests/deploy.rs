@@ -554,3 +554,62 @@ fn a_rolling_deploy_under_load_fails_no_request() {
         "restarts less than 0.5 s apart: {gaps:?} ticks"
     );
 }
+
+/// A batch that fails stops the rollout: the hosts after it are not touched, say they keep
+/// the version before, and the record says where the rollout stopped.
+#[test]
+fn a_failed_batch_stops_the_rollout() {
+    let fleet = Fleet::with_roles("dx", 4, 12, "cluster1:2,cluster2:1,lb:1");
+    let state = tempfile::tempdir().unwrap();
+    // Port 80 of the second cluster1 host is taken: agent-web cannot start there.
+    let mut squatter = squat_port_80("dx-1");
+    let mut c = agent(state.path());
+    c.args([
+        "deploy",
+        "clusters",
+        "--rolling",
+        "1",
+        "--json",
+        "--no-logs",
+        "--health-timeout",
+        "3s",
+        "-i",
+    ])
+    .arg(fleet.inventory());
+    let r = run(c);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let ev = events(&r.stdout);
+    assert_eq!(outcome(&ev, "dx-3"), "deployed", "the balancer first");
+    assert_eq!(outcome(&ev, "dx-0"), "deployed", "the first batch");
+    let failed = &common::finished(&ev, "dx-1")["outcome"];
+    assert_eq!(
+        (&failed["result"], &failed["stage"]),
+        (&Value::from("failed"), &Value::from("health")),
+        "{failed}"
+    );
+    let rest = &common::finished(&ev, "dx-2")["outcome"];
+    assert!(
+        rest["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not deployed: the rollout stopped: dx-1 failed; it still runs the version before"),
+        "{rest}"
+    );
+    assert!(changed(&ev).iter().all(|(host, _)| host != "dx-2"), "dx-2 untouched");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("agent/deployments/clusters.json")).unwrap()).unwrap();
+    let results: Vec<String> = record["hosts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|h| h["result"].as_str().map(String::from))
+        .collect();
+    assert!(
+        results
+            .iter()
+            .any(|r| r.starts_with("not deployed: the rollout stopped")),
+        "{record:#}"
+    );
+}

@@ -132,7 +132,7 @@ impl Drop for Decrement {
     }
 }
 
-fn record_key(t: &Target) -> String {
+pub(super) fn record_key(t: &Target) -> String {
     format!("{}@{}:{}", t.host.user, t.host.address, t.host.port)
 }
 
@@ -140,7 +140,7 @@ pub(super) struct Shared {
     programs: BTreeMap<String, Blob>,
     pub(super) ssh: SshSettings,
     pub(super) known_hosts: Arc<KnownHosts>,
-    record: Arc<RecordStore>,
+    pub(super) record: Arc<RecordStore>,
     health_timeout: Duration,
 }
 

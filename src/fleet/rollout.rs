@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::deploy::{Shared, deploy_one};
+use super::deploy::{Shared, deploy_one, record_key};
 use crate::event::{Event, HostId, Outcome, Stage, describe};
 use crate::plan::{HostPlan, Plan};
 use crate::script::step;
@@ -142,8 +142,8 @@ pub(super) async fn run(
         let routed = balancer.as_ref().is_some_and(|b| b.routes(&balanced, role));
         for chunk in group.chunks(batch.size(group.len())) {
             if let Some(why) = &stopped {
-                for (id, _, _) in chunk {
-                    not_reached(*id, why, tx).await;
+                for (id, _, t) in chunk {
+                    not_reached(*id, t, why, shared, tx).await;
                 }
                 continue;
             }
@@ -156,8 +156,8 @@ pub(super) async fn run(
                 && let Err(e) = lb.take_out(role, &names).await
             {
                 stopped = Some(format!("the balancer could not take {} out: {e}", names.join(", ")));
-                for (id, _, _) in chunk {
-                    not_reached(*id, stopped.as_deref().unwrap_or_default(), tx).await;
+                for (id, _, t) in chunk {
+                    not_reached(*id, t, stopped.as_deref().unwrap_or_default(), shared, tx).await;
                 }
                 continue;
             }
@@ -195,14 +195,18 @@ pub(super) async fn run(
     }
 }
 
-/// A host the rollout stopped before: its old version keeps serving.
-async fn not_reached(id: HostId, why: &str, tx: &mpsc::Sender<Event>) {
+/// A host the rollout stopped before: its old version keeps serving, and the record says so.
+async fn not_reached(id: HostId, target: &Target, why: &str, shared: &Shared, tx: &mpsc::Sender<Event>) {
+    let reason = format!("not deployed: {why}; it still runs the version before");
+    shared
+        .record
+        .note(&record_key(target), |h| h.result = Some(reason.clone()));
     let _ = tx
         .send(Event::Finished {
             host: id,
             outcome: Outcome::Failed {
                 stage: Stage::Connecting,
-                reason: format!("not deployed: {why}; it still runs the version before"),
+                reason,
             },
             elapsed: Duration::ZERO,
         })
