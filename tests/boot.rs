@@ -127,6 +127,15 @@ fn clusters_on_booting_hosts() {
     let r = run(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.matches(r#""event":"finished""#).count(), 4, "{}", r.stdout);
+    // status by name, for a deployment made on an inventory: its record's view of each host.
+    let mut c = agent(state.path());
+    c.args(["status", "clusters"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.matches("\n  host ").count(), 10, "{}", r.stdout);
+    assert_eq!(r.stdout.matches(" ok\n").count(), 10, "{}", r.stdout);
+    assert_eq!(r.stdout.matches("    host key SHA256:").count(), 10, "{}", r.stdout);
+
     // copy takes the name as -d (its positionals are the file and where it goes).
     let note = state.path().join("note.txt");
     std::fs::write(&note, "by name\n").unwrap();

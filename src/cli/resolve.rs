@@ -62,12 +62,25 @@ impl Cli {
                 record: record_path(&args.deployment, true),
                 known_hosts: cloud_known_hosts(&args.deployment),
             }),
-            Command::Status(args) => Ok(Settings::Status {
-                deployment: check_deployment_name(&args.deployment)?,
-                region: args.region,
-                json: args.json,
-                known_hosts: cloud_known_hosts(&args.deployment),
-            }),
+            Command::Status(args) => {
+                let deployment = check_deployment_name(&args.deployment)?;
+                // A deployment made on an inventory: what its record says of its hosts.
+                if args.region.is_none()
+                    && record::read(&record_path(&deployment, true))?.is_none()
+                    && let Some(record) = record::read(&record_path(&deployment, false))?
+                {
+                    return Ok(Settings::RecordStatus {
+                        record: Box::new(record),
+                        json: args.json,
+                    });
+                }
+                Ok(Settings::Status {
+                    known_hosts: cloud_known_hosts(&deployment),
+                    deployment,
+                    region: args.region,
+                    json: args.json,
+                })
+            }
             Command::Bench(BenchCommand::Inference(args)) => {
                 Ok(Settings::BenchInference(resolve_bench_inference(args)?))
             }

@@ -25,6 +25,7 @@ use crate::exit;
 use crate::fleet::artifact::ProgramSource;
 use crate::plan::Plan;
 use crate::printer::{self, Mode};
+use crate::record::Record;
 
 /// What the command line asked for, resolved.
 pub enum Settings {
@@ -63,6 +64,11 @@ pub enum Settings {
         json: bool,
         /// Where deploy pinned the instances' host keys.
         known_hosts: PathBuf,
+    },
+    /// `agent status` of a deployment made on an inventory: its record.
+    RecordStatus {
+        record: Box<Record>,
+        json: bool,
     },
     /// An interactive session on one host.
     Ssh(Box<ssh::SshSettingsOne>),
@@ -128,6 +134,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<u8> {
         } => metrics::run(&metrics, window, &out, mode, cancel).await,
         Settings::Plan { plan, json } => plan::run(&plan, json),
         Settings::Ssh(s) => ssh::run(*s, cancel).await,
+        Settings::RecordStatus { record, json } => status::of_record(&record, json),
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::aws::{Aws, teardown};
 use crate::exit;
 use crate::printer;
+use crate::record::Record;
 use crate::transport::ssh::known_hosts::KnownHosts;
 
 pub async fn run(
@@ -16,5 +17,11 @@ pub async fn run(
     let known_hosts = KnownHosts::new(known_hosts.to_owned(), []);
     let status = teardown::status(&aws, deployment, &known_hosts).await?;
     printer::cloud::status(&status, json)?;
+    Ok(exit::OK)
+}
+
+/// A deployment made on an inventory: each host as the last deploy left it.
+pub fn of_record(record: &Record, json: bool) -> anyhow::Result<u8> {
+    printer::record_status(record, json)?;
     Ok(exit::OK)
 }

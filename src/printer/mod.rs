@@ -21,6 +21,8 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
+use crate::record::Record;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Live output above a progress bar, colours unless NO_COLOR.
@@ -106,4 +108,35 @@ impl Waiting {
             bar.finish_and_clear();
         }
     }
+}
+
+/// `agent status` of a deployment made on an inventory: its hosts from the record.
+pub fn record_status(record: &Record, json: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, record)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "deployment {} (on an inventory; last deploy's record)",
+        record.deployment
+    )?;
+    let hosts = record.access.as_ref().map(|a| a.hosts.as_slice()).unwrap_or_default();
+    for h in hosts {
+        let key = format!("{}@{}:{}", h.user, h.address, h.port);
+        let last = record.hosts.get(&key);
+        writeln!(
+            out,
+            "  host {:<14} {:<12} {:<15} {}",
+            h.name,
+            h.role.as_deref().unwrap_or("-"),
+            h.address,
+            last.and_then(|r| r.result.as_deref()).unwrap_or("not deployed yet")
+        )?;
+        if let Some(fp) = last.and_then(|r| r.host_key.as_deref()) {
+            writeln!(out, "    host key {fp}")?;
+        }
+    }
+    Ok(())
 }
