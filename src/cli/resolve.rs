@@ -101,12 +101,8 @@ impl Cli {
 }
 
 fn resolve_exec(mut args: ExecArgs) -> anyhow::Result<ExecSettings> {
-    if let Some(name) = args.name.take() {
-        if args.hosts.deployment.is_some() {
-            bail!("give the deployment once: agent exec NAME -- CMD, or -d NAME");
-        }
-        args.hosts.deployment = Some(name);
-    }
+    args.hosts
+        .name(args.name.take(), "agent exec NAME -- CMD, or -d NAME")?;
     let script = args.command.join(" ");
     if script.trim().is_empty() {
         bail!("empty command: pass it after --, e.g. agent exec -- uname -a");
@@ -133,12 +129,7 @@ fn resolve_exec(mut args: ExecArgs) -> anyhow::Result<ExecSettings> {
 }
 
 fn resolve_ssh(mut args: SshArgs) -> anyhow::Result<ssh::SshSettingsOne> {
-    if let Some(name) = args.name.take() {
-        if args.hosts.deployment.is_some() {
-            bail!("give the deployment once: agent ssh NAME [HOST], or -d NAME");
-        }
-        args.hosts.deployment = Some(name);
-    }
+    args.hosts.name(args.name.take(), "agent ssh NAME [HOST], or -d NAME")?;
     if let Some(host) = args.host.take() {
         args.hosts.hosts.push(host);
     }
@@ -169,12 +160,7 @@ fn resolve_ssh(mut args: SshArgs) -> anyhow::Result<ssh::SshSettingsOne> {
 }
 
 fn resolve_logs(mut args: LogsArgs) -> anyhow::Result<ExecSettings> {
-    if let Some(name) = args.name.take() {
-        if args.hosts.deployment.is_some() {
-            bail!("give the deployment once: agent logs NAME, or -d NAME");
-        }
-        args.hosts.deployment = Some(name);
-    }
+    args.hosts.name(args.name.take(), "agent logs NAME, or -d NAME")?;
     let (targets, known_hosts) = resolve_targets(&args.hosts, None)?;
     let output = resolve_output(&args.output, "logs", "agent logs".to_owned());
     Ok(ExecSettings {
@@ -801,6 +787,19 @@ fn resolve_targets(args: &HostArgs, loaded: Option<Vec<Host>>) -> anyhow::Result
         (None, None, None) => state_dir().join("known_hosts"),
     };
     Ok((targets, Arc::new(KnownHosts::new(path, repin))))
+}
+
+impl HostArgs {
+    /// The deployment named by a command's positional NAME, which `-d NAME` may not also give.
+    fn name(&mut self, name: Option<String>, forms: &str) -> anyhow::Result<()> {
+        if let Some(name) = name {
+            if self.deployment.is_some() {
+                bail!("give the deployment once: {forms}");
+            }
+            self.deployment = Some(name);
+        }
+        Ok(())
+    }
 }
 
 /// A deployment's record (made on an inventory, or on EC2) and the hosts it remembers.
