@@ -259,8 +259,9 @@ fn clusters_on_booting_hosts() {
     let status = logs.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{text}");
 
-    // Nothing changed: nothing is uploaded, installed or restarted.
-    let (code, again, stderr) = deploy(&fleet, state.path(), &["clusters"]);
+    // Nothing changed: nothing is uploaded, installed or restarted. Rolling, so the drain
+    // through HAProxy's runtime API runs under systemd (Debian's unit, its own user).
+    let (code, again, stderr) = deploy(&fleet, state.path(), &["clusters", "--rolling", "1"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(changed(&again).is_empty(), "{:#?}", changed(&again));
 

@@ -118,15 +118,29 @@ pub(super) async fn run(
         .enumerate()
         .map(|(id, (p, t))| (id, p, t))
         .collect();
+    // The balancer host goes first; a rollout it cannot drain through does not start (the
+    // routed hosts would restart under live traffic).
+    let mut stopped: Option<String> = None;
     let mut gate = None;
     for (id, p, t) in hosts.iter().filter(|(_, p, _)| p.balancer) {
         if deploy_one(*id, p, t, shared, tx, cancel).await.is_success() {
             gate = Some((*id, t.clone()));
+        } else {
+            stopped = Some(format!("the rollout stopped: the balancer {} failed", p.host));
         }
     }
     let mut balancer = match (external, gate) {
         (Some(e), _) => Some(Gate::External(e)),
-        (None, Some((id, target))) => Haproxy::open(id, &target, shared, tx, cancel).await.map(Gate::Haproxy),
+        (None, Some((id, target))) => {
+            let opened = Haproxy::open(id, &target, shared, tx, cancel).await;
+            if opened.is_none() {
+                stopped = Some(format!(
+                    "the rollout stopped: no connection to the balancer {}",
+                    target.host.name
+                ));
+            }
+            opened.map(Gate::Haproxy)
+        }
         (None, None) => None,
     };
     let mut roles: Vec<&str> = Vec::new();
@@ -135,7 +149,6 @@ pub(super) async fn run(
             roles.push(&p.role);
         }
     }
-    let mut stopped: Option<String> = None;
     for role in roles {
         let group: Vec<&(HostId, HostPlan, Target)> =
             hosts.iter().filter(|(_, p, _)| !p.balancer && p.role == role).collect();
